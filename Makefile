@@ -1,0 +1,55 @@
+# grey — the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# moto (the S3 server) pins botocore differently from aioboto3, so it gets its own venv.
+SERVICES_VENV := .cache/services-venv
+SERVICES_STAMP := $(SERVICES_VENV)/.installed
+export GREY_PYTHON := $(CURDIR)/$(SERVICES_VENV)/bin/python
+
+.PHONY: venv test unit integration lint demo bench-quick services-up services-down clean
+
+venv: $(STAMP) $(SERVICES_STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[all,dev]'
+	touch $@
+
+$(SERVICES_STAMP):
+	$(PYTHON) -m venv $(SERVICES_VENV)
+	$(SERVICES_VENV)/bin/pip install -q --upgrade pip
+	$(SERVICES_VENV)/bin/pip install -q 'moto[server]>=5'
+	touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check grey tests examples bench
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+# The whole suite against real services; starts what is not running and stops only that.
+test: venv lint
+	scripts/with-services kafka redis s3 -- $(BIN)/pytest -q -p no:cacheprovider tests
+
+integration: venv
+	scripts/with-services kafka -- $(BIN)/pytest -q tests/integration
+
+demo: venv
+	scripts/with-services kafka -- $(BIN)/python examples/clickstream.py --events 200000
+
+bench-quick: venv
+	scripts/with-services kafka -- $(BIN)/python bench/bench_runtime.py --events 200000
+
+services-up: venv
+	scripts/services up
+
+services-down:
+	scripts/services down
+
+clean:
+	scripts/services clean || true
+	rm -rf $(VENV) .cache/services-venv .pytest_cache .mypy_cache .ruff_cache

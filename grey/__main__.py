@@ -1,0 +1,3 @@
+from grey.cli import main
+
+main()

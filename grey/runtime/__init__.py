@@ -1,0 +1,1 @@
+"""The running side of an app: fetch loop, partition bookkeeping, commits."""

@@ -1,0 +1,113 @@
+"""Topics: a name, a shape for the broker, and codecs for keys and values."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from grey.codecs import Codec, codec_for
+from grey.transport.base import RecordMetadata, TopicSpec
+
+if TYPE_CHECKING:  # only for annotations; App imports this module at run time
+    from grey.app import App
+
+HeadersIn = Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]] | None
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(value: float | int | str) -> float:
+    """Seconds from a number or a string like ``"7d"``, ``"30m"``, ``"500ms"``."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"duration {value!r}: expected seconds or a number with ms, s, m, h, d or w")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def encode_headers(headers: HeadersIn) -> list[tuple[str, bytes]] | None:
+    if not headers:
+        return None
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return [(k, v.encode() if isinstance(v, str) else bytes(v)) for k, v in items]
+
+
+class Topic:
+    """A Kafka topic as the app declares it; ``await topic.send(value, key=...)`` produces to it."""
+
+    def __init__(
+        self,
+        app: App,
+        name: str,
+        *,
+        key_type: Any = None,
+        value_type: Any = None,
+        partitions: int | None = None,
+        replicas: int | None = None,
+        retention: float | str | None = None,
+        compacted: bool = False,
+        key_serializer: str | Codec | None = None,
+        value_serializer: str | Codec | None = None,
+        config: Mapping[str, str] | None = None,
+    ) -> None:
+        if not name or not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", name):
+            raise ValueError(f"topic name {name!r}: use 1-249 letters, digits, '.', '_' or '-'")
+        self.app = app
+        self.name = name
+        self.key_type = key_type
+        self.value_type = value_type
+        self.partitions = partitions
+        self.replicas = replicas
+        self.retention = None if retention is None else parse_duration(retention)
+        self.compacted = compacted
+        self.extra_config = dict(config or {})
+        self.key_codec = codec_for(str if key_type is None and key_serializer is None else key_type,
+                                   key_serializer)
+        self.value_codec = codec_for(value_type, value_serializer)
+
+    def __repr__(self) -> str:
+        return f"<Topic {self.name}>"
+
+    def spec(self) -> TopicSpec:
+        """What the admin client creates when the topic is missing."""
+        config = dict(self.extra_config)
+        if self.retention is not None:
+            config["retention.ms"] = str(int(self.retention * 1000))
+        if self.compacted:
+            config["cleanup.policy"] = "compact"
+        return TopicSpec(
+            self.name,
+            partitions=self.partitions or self.app.conf.topic_partitions,
+            replicas=self.replicas or self.app.conf.topic_replicas,
+            config=config,
+        )
+
+    def decode_key(self, data: bytes | None) -> Any:
+        return None if data is None else self.key_codec.loads(data)
+
+    async def send(
+        self,
+        value: Any = None,
+        *,
+        key: Any = None,
+        headers: HeadersIn = None,
+        partition: int | None = None,
+        timestamp: float | None = None,
+    ) -> Awaitable[RecordMetadata]:
+        """Queue a record; returns an awaitable that resolves when the broker has it."""
+        producer = self.app.producer
+        return await producer.send(
+            self.name,
+            None if value is None else self.value_codec.dumps(value),
+            key=None if key is None else self.key_codec.dumps(key),
+            partition=partition,
+            headers=encode_headers(headers),
+            timestamp_ms=None if timestamp is None else int(timestamp * 1000),
+        )
+
+    async def send_and_wait(self, value: Any = None, **kwargs: Any) -> RecordMetadata:
+        """Send and wait until the broker acknowledged the record."""
+        return await (await self.send(value, **kwargs))

@@ -1,0 +1,260 @@
+"""``kafka://host:port[,host:port]``: the transport over aiokafka."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from grey.transport.base import (
+    TP,
+    AssignCallback,
+    ClientSettings,
+    Headers,
+    Message,
+    RecordMetadata,
+    RevokeCallback,
+    TopicError,
+    TopicSpec,
+)
+
+log = logging.getLogger(__name__)
+
+#: Kafka error codes that mean "fine" when creating a topic.
+_TOPIC_ALREADY_EXISTS = 36
+
+
+def bootstrap_servers(url: str) -> list[str]:
+    """``kafka://a:9092,b:9092`` -> ``["a:9092", "b:9092"]``."""
+    hosts = url.removeprefix("kafka://").strip("/")
+    servers = [h.strip() for h in hosts.split(",") if h.strip()]
+    if not servers:
+        raise ValueError(f"broker URL {url!r} names no host; expected kafka://host:port[,host:port]")
+    return servers
+
+
+def _security(settings: ClientSettings) -> dict[str, Any]:
+    opts: dict[str, Any] = {"security_protocol": settings.security_protocol}
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=settings.ssl_cafile)
+        if settings.ssl_cafile is None:
+            log.warning("TLS without ssl_cafile: using the system trust store")
+        opts["ssl_context"] = context
+    if settings.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        opts["sasl_mechanism"] = settings.sasl_mechanism or "SCRAM-SHA-512"
+        opts["sasl_plain_username"] = settings.sasl_username
+        opts["sasl_plain_password"] = settings.sasl_password
+    return opts
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, on_revoked: RevokeCallback, on_assigned: AssignCallback) -> None:
+        self._on_revoked, self._on_assigned = on_revoked, on_assigned
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._on_revoked({TP(tp.topic, tp.partition) for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self._on_assigned({TP(tp.topic, tp.partition) for tp in assigned})
+
+
+def _tp(tp: TP) -> TopicPartition:
+    return TopicPartition(tp.topic, tp.partition)
+
+
+class KafkaConsumer:
+    """A group member over :class:`aiokafka.AIOKafkaConsumer`; grey commits."""
+
+    def __init__(self, servers: list[str], settings: ClientSettings) -> None:
+        self._client = AIOKafkaConsumer(
+            bootstrap_servers=servers,
+            client_id=settings.client_id,
+            group_id=settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=settings.auto_offset_reset,
+            max_poll_records=settings.max_poll_records,
+            fetch_max_bytes=settings.fetch_max_bytes,
+            max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            isolation_level=settings.isolation_level,
+            request_timeout_ms=settings.request_timeout_ms,
+            **_security(settings),
+        )
+
+    async def start(self) -> None:
+        await self._client.start()
+
+    async def stop(self) -> None:
+        await self._client.stop()
+
+    def subscribe(
+        self, topics: Iterable[str], on_revoked: RevokeCallback, on_assigned: AssignCallback
+    ) -> None:
+        self._client.subscribe(list(topics), listener=_Listener(on_revoked, on_assigned))
+
+    async def getmany(self, timeout_ms: int, max_records: int | None = None) -> dict[TP, list[Message]]:
+        # aiokafka's TopicPartition is a NamedTuple equal to TP, so no copy is made here.
+        found: dict[TP, list[Message]] = await self._client.getmany(
+            timeout_ms=timeout_ms, max_records=max_records
+        )
+        return found
+
+    async def commit(self, offsets: Mapping[TP, int]) -> None:
+        await self._client.commit({_tp(tp): offset for tp, offset in offsets.items()})
+
+    async def committed(self, tp: TP) -> int | None:
+        offset: int | None = await self._client.committed(_tp(tp))
+        return offset
+
+    def assignment(self) -> set[TP]:
+        return {TP(tp.topic, tp.partition) for tp in self._client.assignment()}
+
+    def pause(self, *tps: TP) -> None:
+        self._client.pause(*(_tp(tp) for tp in tps))
+
+    def resume(self, *tps: TP) -> None:
+        self._client.resume(*(_tp(tp) for tp in tps))
+
+    def seek(self, tp: TP, offset: int) -> None:
+        self._client.seek(_tp(tp), offset)
+
+    async def position(self, tp: TP) -> int:
+        pos: int = await self._client.position(_tp(tp))
+        return pos
+
+    async def end_offsets(self, tps: Iterable[TP]) -> dict[TP, int]:
+        found = await self._client.end_offsets([_tp(tp) for tp in tps])
+        return {TP(tp.topic, tp.partition): o for tp, o in found.items()}
+
+    async def beginning_offsets(self, tps: Iterable[TP]) -> dict[TP, int]:
+        found = await self._client.beginning_offsets([_tp(tp) for tp in tps])
+        return {TP(tp.topic, tp.partition): o for tp, o in found.items()}
+
+
+class KafkaProducer:
+    """:class:`aiokafka.AIOKafkaProducer` with the case study's settings."""
+
+    def __init__(self, servers: list[str], settings: ClientSettings, transactional_id: str | None) -> None:
+        self._client = AIOKafkaProducer(
+            bootstrap_servers=servers,
+            client_id=settings.client_id,
+            acks="all" if settings.acks in ("all", "-1") else int(settings.acks),
+            enable_idempotence=settings.enable_idempotence or transactional_id is not None,
+            transactional_id=transactional_id,
+            linger_ms=settings.linger_ms,
+            max_batch_size=settings.batch_size,
+            compression_type=settings.compression_type,
+            request_timeout_ms=settings.request_timeout_ms,
+            **_security(settings),
+        )
+
+    async def start(self) -> None:
+        await self._client.start()
+
+    async def stop(self) -> None:
+        await self._client.stop()
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Headers | None = None,
+        timestamp_ms: int | None = None,
+    ) -> Awaitable[RecordMetadata]:
+        fut: Awaitable[RecordMetadata] = await self._client.send(
+            topic, value, key=key, partition=partition,
+            headers=list(headers) if headers else None, timestamp_ms=timestamp_ms,
+        )
+        return fut
+
+    async def flush(self) -> None:
+        await self._client.flush()
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        found: set[int] = await self._client.partitions_for(topic)
+        return found
+
+    async def begin_transaction(self) -> None:
+        await self._client.begin_transaction()
+
+    async def send_offsets_to_transaction(self, offsets: Mapping[TP, int], group_id: str) -> None:
+        await self._client.send_offsets_to_transaction(
+            {_tp(tp): o for tp, o in offsets.items()}, group_id
+        )
+
+    async def commit_transaction(self) -> None:
+        await self._client.commit_transaction()
+
+    async def abort_transaction(self) -> None:
+        await self._client.abort_transaction()
+
+
+class KafkaAdmin:
+    """Topic creation that checks every per-topic error code in the response."""
+
+    def __init__(self, servers: list[str], settings: ClientSettings) -> None:
+        self._servers = servers
+        self._client = AIOKafkaAdminClient(
+            bootstrap_servers=servers, client_id=settings.client_id,
+            request_timeout_ms=settings.request_timeout_ms, **_security(settings),
+        )
+
+    async def start(self) -> None:
+        await self._client.start()
+
+    async def stop(self) -> None:
+        await self._client.close()
+
+    async def create_topics(self, specs: Sequence[TopicSpec]) -> list[str]:
+        if not specs:
+            return []
+        new = [
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replicas,
+                     topic_configs=dict(s.config))
+            for s in specs
+        ]
+        response = await self._client.create_topics(new)
+        created: list[str] = []
+        problems: list[str] = []
+        for entry in response.topic_errors:  # (name, code) or (name, code, message)
+            name, code = entry[0], entry[1]
+            message = entry[2] if len(entry) > 2 else None
+            if code == 0:
+                created.append(name)
+            elif code != _TOPIC_ALREADY_EXISTS:
+                problems.append(f"{name}: Kafka error {code} {message or ''}".rstrip())
+        if problems:
+            raise TopicError(
+                "could not create topics on " + ",".join(self._servers) + ": " + "; ".join(problems)
+                + " (check partitions/replicas against the broker count and the topic config names)"
+            )
+        return created
+
+    async def list_topics(self) -> dict[str, int]:
+        described = await self._client.describe_topics()
+        return {t["topic"]: len(t["partitions"]) for t in described if not t["topic"].startswith("__")}
+
+
+class KafkaTransport:
+    """Clients for one Kafka cluster."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.servers = bootstrap_servers(url)
+
+    def consumer(self, settings: ClientSettings) -> KafkaConsumer:
+        return KafkaConsumer(self.servers, settings)
+
+    def producer(self, settings: ClientSettings, transactional_id: str | None = None) -> KafkaProducer:
+        return KafkaProducer(self.servers, settings, transactional_id)
+
+    def admin(self, settings: ClientSettings) -> KafkaAdmin:
+        return KafkaAdmin(self.servers, settings)

@@ -1,0 +1,27 @@
+"""Integration tests need the local services; a missing broker is a failure, never a skip."""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlparse
+
+import pytest
+
+from tests.conftest import KAFKA_URL
+
+
+def _reachable(url: str) -> bool:
+    first = url.removeprefix("kafka://").split(",")[0]
+    parsed = urlparse(f"//{first}")
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 9092), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_url() -> str:
+    if not _reachable(KAFKA_URL):
+        pytest.fail(f"no Kafka at {KAFKA_URL}: start it with `scripts/services up kafka` (make test does)")
+    return KAFKA_URL

@@ -1,0 +1,17 @@
+"""The transport contract on the real broker (the memory broker passes the same checks)."""
+
+import pytest
+
+from tests import transport_contract as contract
+
+CHECKS = [
+    contract.check_round_trip_keys_headers_partitioning,
+    contract.check_commit_and_resume,
+    contract.check_group_splits_partitions,
+    contract.check_read_committed_hides_aborted,
+]
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+async def test_kafka_contract(check, kafka_url: str, unique: str) -> None:  # type: ignore[no-untyped-def]
+    await check(kafka_url, unique)

@@ -1,0 +1,184 @@
+"""Behaviour grey relies on from a broker, checked on memory:// and on a real Kafka alike.
+
+Each ``check_*`` takes a transport URL and a unique prefix; tests in
+``tests/unit/transport`` run them on the memory broker and tests in
+``tests/integration`` on the local Kafka, so the memory broker is held to
+what Kafka really does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from grey.transport import TP, ClientSettings, TopicSpec, open_transport
+from grey.transport._murmur2 import partition_for_key
+
+
+def settings(group: str, **kw: object) -> ClientSettings:
+    base = ClientSettings(group_id=group, session_timeout_ms=6000, heartbeat_interval_ms=1000)
+    for k, v in kw.items():
+        setattr(base, k, v)
+    return base
+
+
+async def create(url: str, *specs: TopicSpec) -> None:
+    admin = open_transport(url).admin(settings("admin"))
+    await admin.start()
+    try:
+        await admin.create_topics(list(specs))
+        await admin.create_topics(list(specs))  # creating again is not an error
+    finally:
+        await admin.stop()
+
+
+async def drain(consumer, want: int, timeout: float = 30.0) -> list:  # type: ignore[no-untyped-def]
+    got: list = []  # type: ignore[type-arg]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(got) < want and loop.time() < deadline:
+        for messages in (await consumer.getmany(timeout_ms=200, max_records=None)).values():
+            got.extend(messages)
+    return got
+
+
+async def check_round_trip_keys_headers_partitioning(url: str, prefix: str) -> None:
+    topic = f"{prefix}-rt"
+    await create(url, TopicSpec(topic, partitions=4))
+    transport = open_transport(url)
+    producer = transport.producer(settings(prefix))
+    await producer.start()
+    keys = [f"user-{i}".encode() for i in range(20)]
+    for i, key in enumerate(keys):
+        await producer.send(topic, b'{"n":%d}' % i, key=key, headers=[("trace", b"t%d" % i)])
+    await producer.flush()
+    await producer.stop()
+
+    consumer = transport.consumer(settings(f"{prefix}-g"))
+    assigned: list[set[TP]] = []
+
+    async def on_assigned(tps: set[TP]) -> None:
+        assigned.append(tps)
+
+    async def on_revoked(tps: set[TP]) -> None:
+        return None
+
+    consumer.subscribe([topic], on_revoked, on_assigned)
+    await consumer.start()
+    try:
+        got = await drain(consumer, len(keys))
+    finally:
+        await consumer.stop()
+    assert len(got) == len(keys)
+    assert assigned and assigned[-1] == {TP(topic, p) for p in range(4)}
+    for message in got:
+        i = int(message.key.decode().split("-")[1])
+        assert message.value == b'{"n":%d}' % i
+        assert list(message.headers) == [("trace", b"t%d" % i)]
+        assert message.partition == partition_for_key(message.key, 4)  # Kafka's default partitioner
+
+
+async def check_commit_and_resume(url: str, prefix: str) -> None:
+    topic = f"{prefix}-cr"
+    await create(url, TopicSpec(topic, partitions=1))
+    transport = open_transport(url)
+    producer = transport.producer(settings(prefix))
+    await producer.start()
+    for i in range(10):
+        await producer.send(topic, str(i).encode(), partition=0)
+    await producer.flush()
+    await producer.stop()
+
+    async def noop(tps: set[TP]) -> None:
+        return None
+
+    group = f"{prefix}-g"
+    first = transport.consumer(settings(group))
+    first.subscribe([topic], noop, noop)
+    await first.start()
+    got = await drain(first, 10)
+    assert [m.offset for m in got] == list(range(10))
+    await first.commit({TP(topic, 0): 6})
+    assert await first.committed(TP(topic, 0)) == 6
+    await first.stop()
+
+    second = transport.consumer(settings(group))
+    second.subscribe([topic], noop, noop)
+    await second.start()
+    try:
+        again = await drain(second, 4)
+    finally:
+        await second.stop()
+    assert [m.value for m in again] == [b"6", b"7", b"8", b"9"]
+
+
+async def check_group_splits_partitions(url: str, prefix: str) -> None:
+    topic = f"{prefix}-split"
+    await create(url, TopicSpec(topic, partitions=8))
+    transport = open_transport(url)
+    owned: dict[str, set[TP]] = {"a": set(), "b": set()}
+
+    def listeners(name: str):  # type: ignore[no-untyped-def]
+        async def on_assigned(tps: set[TP]) -> None:
+            owned[name] = set(tps)
+
+        async def on_revoked(tps: set[TP]) -> None:
+            owned[name] = set()
+
+        return on_revoked, on_assigned
+
+    group = f"{prefix}-g"
+    a = transport.consumer(settings(group))
+    b = transport.consumer(settings(group))
+    a.subscribe([topic], *listeners("a"))
+    b.subscribe([topic], *listeners("b"))
+    await a.start()
+    await b.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 40
+        while loop.time() < deadline:
+            # aiokafka rebalances inside getmany's background coordination; poll both
+            await asyncio.gather(a.getmany(timeout_ms=100), b.getmany(timeout_ms=100))
+            if len(owned["a"]) == 4 and len(owned["b"]) == 4:
+                break
+        assert len(owned["a"]) == 4 and len(owned["b"]) == 4, owned
+        assert owned["a"] | owned["b"] == {TP(topic, p) for p in range(8)}
+    finally:
+        await b.stop()
+    deadline = loop.time() + 40
+    while loop.time() < deadline and len(owned["a"]) < 8:
+        await a.getmany(timeout_ms=100)
+    try:
+        assert len(owned["a"]) == 8  # the leaver's partitions move to the one left
+    finally:
+        await a.stop()
+
+
+async def check_read_committed_hides_aborted(url: str, prefix: str) -> None:
+    topic = f"{prefix}-txn"
+    await create(url, TopicSpec(topic, partitions=1))
+    transport = open_transport(url)
+    producer = transport.producer(settings(prefix), transactional_id=f"{prefix}-tx")
+    await producer.start()
+    await producer.begin_transaction()
+    await producer.send(topic, b"aborted", partition=0)
+    await producer.abort_transaction()
+    await producer.begin_transaction()
+    await producer.send(topic, b"committed", partition=0)
+    await producer.commit_transaction()
+    await producer.stop()
+
+    async def noop(tps: set[TP]) -> None:
+        return None
+
+    committed = transport.consumer(settings(f"{prefix}-rc", isolation_level="read_committed"))
+    committed.subscribe([topic], noop, noop)
+    await committed.start()
+    try:
+        got = await drain(committed, 1, timeout=15)
+        got += await drain(committed, 1, timeout=1)  # nothing more may arrive
+    finally:
+        await committed.stop()
+    assert [m.value for m in got] == [b"committed"]
+    # the two control markers took offsets, as in Kafka: data at 0 and 2
+    assert got[0].offset == 2

@@ -1,0 +1,17 @@
+"""The memory broker passes the same contract as the real Kafka (see tests/integration)."""
+
+import pytest
+
+from tests import transport_contract as contract
+
+CHECKS = [
+    contract.check_round_trip_keys_headers_partitioning,
+    contract.check_commit_and_resume,
+    contract.check_group_splits_partitions,
+    contract.check_read_committed_hides_aborted,
+]
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+async def test_memory_contract(check, memory_url: str, unique: str) -> None:  # type: ignore[no-untyped-def]
+    await check(memory_url, unique)
