@@ -26,4 +26,4 @@ def memory_url(unique: str) -> Iterator[str]:
     MemoryBroker.forget(unique)
 
 
-KAFKA_URL = os.environ.get("GREY_TEST_KAFKA", "kafka://127.0.0.1:9092")
+KAFKA_URL = os.environ.get("GREY_TEST_KAFKA", f"kafka://127.0.0.1:{os.environ.get('GREY_KAFKA_PORT', '9092')}")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from grey.transport import TP, ClientSettings, TopicSpec, open_transport
+from tests.conftest import KAFKA_URL
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +45,7 @@ class Worker:
 
 
 def start_worker(app_spec: str, env: dict[str, str], log: Path) -> Worker:
-    full = {**os.environ, **env, "PYTHONUNBUFFERED": "1",
+    full = {**os.environ, **env, "PYTHONUNBUFFERED": "1", "GREY_BROKER": KAFKA_URL,
             "GREY_SESSION_TIMEOUT_MS": "6000", "GREY_HEARTBEAT_INTERVAL_MS": "1000"}
     handle = log.open("wb")
     proc = subprocess.Popen(

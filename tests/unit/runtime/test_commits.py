@@ -48,7 +48,8 @@ async def test_at_least_once_commits_processed_events_every_checkpoint(unique: s
 
 
 async def test_at_most_once_commits_before_processing(unique: str) -> None:
-    app = grey.App(unique, broker=f"memory://{unique}", processing_guarantee="at_most_once")
+    app = grey.App(unique, broker=f"memory://{unique}", processing_guarantee="at_most_once",
+                   shutdown_timeout=0.5)  # the stuck agent is cancelled on stop
     topic = app.topic("in", value_type=int, partitions=1)
     started = asyncio.Event()
 

@@ -1,0 +1,449 @@
+"""Throughput of grey's runtime against a hand-written aiokafka consumer, on one shared topic.
+
+    .venv/bin/python bench/bench_runtime.py --events 1000000 --repeat 3
+
+The topic is produced once (and reused while it holds exactly ``--events``
+records); then every system reads all of it with a fresh consumer group, one
+at a time, each in its own subprocess (``--run-one NAME``) so that CPU time and
+peak RSS belong to that system alone. A system is an async runner in
+``SYSTEMS``: more (faust, Kafka Streams, ...) are added there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import random
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+import grey
+from grey.transport import ClientSettings, TopicError, TopicSpec, open_transport
+from grey.transport.kafka import bootstrap_servers
+
+ROOT = Path(__file__).resolve().parents[1]
+PLOT = ROOT / "docs" / "img" / "bench-runtime.png"
+USERS = 10_000
+EVENT_TYPES = ("click", "view", "purchase", "scroll", "hover")
+PAGES = ("/", "/home", "/search", "/cart", "/checkout", "/product/42", "/account/settings", "/help/faq")
+FETCH_MAX_BYTES = 52_428_800  # grey's ClientSettings defaults, so every consumer fetches alike
+MAX_POLL_RECORDS = 500
+CHECKPOINT = 1000  # grey's default checkpoint_interval: commit every 1000 processed messages
+
+
+# -- the data set ----------------------------------------------------------------------------
+
+def amount_for(i: int) -> float:
+    """A multiple of 0.25, so sums are exact in any order and every system must match to the bit."""
+    return ((i * 7919) % 40_000) / 4
+
+
+def expected_total(n: int) -> float:
+    return sum((i * 7919) % 40_000 for i in range(n)) / 4
+
+
+async def record_count(servers: list[str], topic: str, partitions: int) -> int | None:
+    """Records in ``topic`` (end minus beginning offsets), or None if it is missing or shaped otherwise."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers)
+    await consumer.start()
+    try:
+        if topic not in await consumer.topics():
+            return None
+        parts = consumer.partitions_for_topic(topic) or set()
+        if len(parts) != partitions:
+            return None
+        tps = [TopicPartition(topic, p) for p in parts]
+        ends, begins = await consumer.end_offsets(tps), await consumer.beginning_offsets(tps)
+        return sum(ends[tp] - begins[tp] for tp in tps)
+    finally:
+        await consumer.stop()
+
+
+async def prepare_topic(broker: str, n: int, size: int, partitions: int) -> str:
+    """Make sure ``bench-clicks-{n}-{size}-{partitions}`` holds exactly n click events."""
+    servers = bootstrap_servers(broker)
+    topic = f"bench-clicks-{n}-{size}-{partitions}"
+    count = await record_count(servers, topic, partitions)
+    if count == n:
+        log(f"reusing {topic} ({n:,} records)")
+        return topic
+    if count is not None or topic in await _topics(servers):
+        log(f"{topic} holds {count} records, not {n:,}: deleting it")
+        admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+        await admin.start()
+        try:
+            await admin.delete_topics([topic])
+        finally:
+            await admin.close()
+        while topic in await _topics(servers):
+            await asyncio.sleep(0.5)
+    grey_admin = open_transport(broker).admin(ClientSettings(group_id="bench-admin"))
+    await grey_admin.start()
+    try:
+        for _ in range(60):  # a just-deleted topic may still be "marked for deletion" for a moment
+            try:
+                await grey_admin.create_topics([TopicSpec(topic, partitions=partitions)])
+                break
+            except TopicError:
+                await asyncio.sleep(1)
+    finally:
+        await grey_admin.stop()
+    await produce(servers, topic, n, size)
+    count = await record_count(servers, topic, partitions)
+    if count != n:
+        raise SystemExit(f"produced {n:,} records but {topic} holds {count}")
+    return topic
+
+
+async def _topics(servers: list[str]) -> set[str]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers)
+    await consumer.start()
+    try:
+        return set(await consumer.topics())
+    finally:
+        await consumer.stop()
+
+
+async def produce(servers: list[str], topic: str, n: int, size: int) -> None:
+    """n JSON click events of ~size bytes, keyed by user id; no compression (the pad would vanish in lz4)."""
+    producer = AIOKafkaProducer(bootstrap_servers=servers, linger_ms=20, max_batch_size=256 * 1024,
+                                compression_type=None)
+    rng = random.Random(42)
+    encode = msgspec.json.Encoder().encode
+    start, now = time.perf_counter(), time.time()
+    await producer.start()
+    try:
+        for i in range(n):
+            user = f"u{rng.randrange(USERS)}"
+            event = {"user_id": user, "event_type": rng.choice(EVENT_TYPES), "amount": amount_for(i),
+                     "latency": round(rng.uniform(1, 500), 3), "timestamp": now + i / 1000,
+                     "page": rng.choice(PAGES), "pad": ""}
+            event["pad"] = "x" * max(0, size - len(encode(event)))
+            await producer.send(topic, encode(event), key=user.encode())  # the delivery future is not awaited
+            if i and not i % 100_000:
+                log(f"  produced {i:,}")
+        await producer.flush()
+    finally:
+        await producer.stop()
+    log(f"produced {n:,} events to {topic} in {time.perf_counter() - start:.1f}s")
+
+
+# -- the systems ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    broker: str
+    topic: str
+    events: int
+    partitions: int
+    timeout: float
+
+
+@dataclass(slots=True)
+class Tally:
+    """What a runner reports: the window from the first event to the last, and the checksum."""
+
+    count: int = 0
+    total: float = 0.0
+    first: float = 0.0
+    last: float = 0.0
+    cpu_first: float = 0.0
+    cpu_last: float = 0.0
+
+    def start(self) -> None:
+        self.first, self.cpu_first = time.perf_counter(), time.process_time()
+
+    def stop(self) -> None:
+        self.last, self.cpu_last = time.perf_counter(), time.process_time()
+
+
+class RawClick(msgspec.Struct, kw_only=True):
+    user_id: str
+    event_type: str
+    amount: float
+    latency: float
+    timestamp: float
+    page: str
+    pad: str
+
+
+class Click(grey.Record):
+    user_id: str
+    event_type: str
+    amount: float
+    latency: float
+    timestamp: float
+    page: str
+    pad: str
+
+
+async def run_raw_aiokafka(job: Job) -> Tally:
+    """getmany + msgspec decode; commits every CHECKPOINT messages, one commit in flight, like grey's committer."""
+    consumer = AIOKafkaConsumer(
+        job.topic, bootstrap_servers=bootstrap_servers(job.broker), group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=MAX_POLL_RECORDS,
+        fetch_max_bytes=FETCH_MAX_BYTES,
+    )
+    decode = msgspec.json.Decoder(RawClick).decode
+    tally = Tally()
+    positions: dict[TopicPartition, int] = {}
+    committing: asyncio.Task[None] | None = None
+    since_commit = 0
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + job.timeout
+        while tally.count < job.events:
+            found = await consumer.getmany(timeout_ms=500, max_records=MAX_POLL_RECORDS)
+            if not tally.first and found:
+                tally.start()
+            for tp, messages in found.items():
+                total = 0.0
+                for message in messages:
+                    total += decode(message.value).amount
+                tally.total += total
+                tally.count += len(messages)
+                since_commit += len(messages)
+                positions[tp] = messages[-1].offset + 1
+            if since_commit >= CHECKPOINT and (committing is None or committing.done()):
+                since_commit = 0
+                committing = asyncio.create_task(consumer.commit(dict(positions)))
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"raw-aiokafka: {tally.count:,} of {job.events:,} events in {job.timeout}s")
+        tally.stop()
+        if committing is not None:
+            await committing
+        await consumer.commit(dict(positions))
+    finally:
+        await consumer.stop()
+    return tally
+
+
+def grey_runner(per_event: bool) -> Callable[[Job], Awaitable[Tally]]:
+    """A runner for a grey app whose one agent sums the amounts, per event or per batch."""
+
+    async def run(job: Job) -> Tally:
+        app = grey.App(f"bench-grey-{uuid.uuid4().hex[:8]}", broker=job.broker, checkpoint_interval=CHECKPOINT)
+        topic = app.topic(job.topic, key_type=str, value_type=Click, partitions=job.partitions)
+        tally, done, n = Tally(), asyncio.Event(), job.events
+
+        if per_event:
+            @app.agent(topic, name="sum-events")
+            async def sum_events(stream: grey.Stream) -> None:
+                async for click in stream:
+                    if not tally.count:
+                        tally.start()
+                    tally.total += click.amount
+                    tally.count += 1
+                    if tally.count == n:
+                        tally.stop()
+                        done.set()
+        else:
+            @app.agent(topic, name="sum-batches")
+            async def sum_batches(stream: grey.Stream) -> None:
+                async for batch in stream.batches(max=1000):
+                    if not tally.count:
+                        tally.start()
+                    total = 0.0
+                    for click in batch:
+                        total += click.amount
+                    tally.total += total
+                    tally.count += len(batch)
+                    if tally.count == n:
+                        tally.stop()
+                        done.set()
+
+        async with app.running() as runtime:
+            assert runtime.crashed is not None
+            waiter = asyncio.ensure_future(done.wait())
+            await asyncio.wait({waiter, runtime.crashed}, timeout=job.timeout, return_when=asyncio.FIRST_COMPLETED)
+            if runtime.crashed.done():
+                raise RuntimeError("the grey app crashed") from runtime.crashed.exception()
+            if not waiter.done():
+                waiter.cancel()
+                raise TimeoutError(f"grey: {tally.count:,} of {n:,} events in {job.timeout}s")
+        return tally
+
+    return run
+
+
+SYSTEMS: dict[str, Callable[[Job], Awaitable[Tally]]] = {
+    "raw-aiokafka": run_raw_aiokafka,
+    "grey-batch": grey_runner(per_event=False),
+    "grey-event": grey_runner(per_event=True),
+}
+BASELINE = "raw-aiokafka"
+
+
+def run_one(name: str, job: Job, profile: str | None) -> dict[str, Any]:
+    """Run one system in this process and check its work; the parent reads the returned dict as JSON."""
+    runner = SYSTEMS[name]
+    if profile:
+        from pyinstrument import Profiler
+
+        with Profiler(interval=0.0005, async_mode="disabled") as profiler:
+            tally = asyncio.run(runner(job))
+        Path(profile).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+    else:
+        tally = asyncio.run(runner(job))
+    expected = expected_total(job.events)
+    if tally.count != job.events or tally.total != expected:
+        raise SystemExit(f"{name}: WRONG RESULT: {tally.count:,} events summing to {tally.total!r}, "
+                         f"expected {job.events:,} summing to {expected!r}")
+    seconds = tally.last - tally.first
+    return {"system": name, "events": tally.count, "seconds": round(seconds, 4),
+            "events_per_s": round(tally.count / seconds, 1), "cpu_s": round(tally.cpu_last - tally.cpu_first, 3),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def spawn(name: str, job: Job) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--run-one", name, "--topic", job.topic,
+           "--events", str(job.events), "--partitions", str(job.partitions), "--broker", job.broker]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=job.timeout + 120, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed (exit {proc.returncode}); see its stderr above")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+# -- reporting ------------------------------------------------------------------------------------------
+
+def machine() -> dict[str, Any]:
+    pom = (ROOT / "scripts" / "kafka" / "pom.xml").read_text()
+    kafka = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", pom)
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"model name\s*:\s*(.+)", cpuinfo)
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model.group(1).strip() if model else platform.processor(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "kafka": kafka.group(1) if kafka else "unknown",
+        "aiokafka": importlib.metadata.version("aiokafka"),
+        "msgspec": importlib.metadata.version("msgspec"),
+        "grey": grey.__version__,
+    }
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """The median of each measure over the repeats (medians of each column, not of one run)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, rs in runs.items():
+        out[name] = {k: statistics.median(r[k] for r in rs)
+                     for k in ("events", "seconds", "events_per_s", "cpu_s", "peak_rss_mb")}
+    base = out.get(BASELINE)
+    for row in out.values():
+        row["ratio_vs_raw"] = round(row["events_per_s"] / base["events_per_s"], 3) if base else None
+    return out
+
+
+def table(summary: dict[str, dict[str, Any]]) -> str:
+    lines = [f"{'system':<14} {'events/s':>11} {'vs raw':>7} {'CPU s':>7} {'peak RSS MB':>12}"]
+    for name, r in summary.items():
+        ratio = f"{r['ratio_vs_raw']:.0%}" if r["ratio_vs_raw"] is not None else "-"
+        lines.append(f"{name:<14} {r['events_per_s']:>11,.0f} {ratio:>7} {r['cpu_s']:>7.2f} {r['peak_rss_mb']:>12.0f}")
+    return "\n".join(lines)
+
+
+def plot(summary: dict[str, dict[str, Any]], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary)
+    rates = [summary[n]["events_per_s"] / 1000 for n in names]
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    bars = ax.bar(names, rates, color=["#888888" if n == BASELINE else "#3b7dd8" for n in names])
+    for bar, name in zip(bars, names, strict=True):
+        ratio = summary[name]["ratio_vs_raw"]
+        label = f"{bar.get_height():.0f}k" + (f"\n{ratio:.0%} of raw" if ratio is not None else "")
+        ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
+                    fontsize=9, xytext=(0, 2), textcoords="offset points")
+    ax.set_ylabel("thousand events/s (median)")
+    ax.set_ylim(0, max(rates) * 1.25)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--partitions", type=int, default=8)
+    p.add_argument("--size", type=int, default=500, help="approximate value size in bytes")
+    p.add_argument("--broker", default=os.environ.get("GREY_BROKER", "kafka://127.0.0.1:9092"))
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument("--only", default=",".join(SYSTEMS), help="comma-separated: " + ", ".join(SYSTEMS))
+    p.add_argument("--timeout", type=float, default=0.0, help="seconds per run (default: scales with --events)")
+    p.add_argument("--run-one", metavar="NAME", help=argparse.SUPPRESS)
+    p.add_argument("--topic", help=argparse.SUPPRESS)
+    p.add_argument("--profile", metavar="FILE", help="with --run-one: write a pyinstrument profile to FILE")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    timeout = args.timeout or max(120.0, args.events / 5_000)
+    if args.run_one:
+        job = Job(args.broker, args.topic or f"bench-clicks-{args.events}-{args.size}-{args.partitions}",
+                  args.events, args.partitions, timeout)
+        print(json.dumps(run_one(args.run_one, job, args.profile)), flush=True)
+        return
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    if unknown := [n for n in names if n not in SYSTEMS]:
+        raise SystemExit(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
+    topic = asyncio.run(prepare_topic(args.broker, args.events, args.size, args.partitions))
+    job = Job(args.broker, topic, args.events, args.partitions, timeout)
+    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    for rep in range(args.repeat):
+        for name in names:  # interleaved, so drift on the machine hits every system alike
+            result = spawn(name, job)
+            log(f"[{rep + 1}/{args.repeat}] {name}: {result['events_per_s']:,.0f} events/s, "
+                f"{result['seconds']:.2f}s, CPU {result['cpu_s']:.2f}s, peak RSS {result['peak_rss_mb']:.0f} MB")
+            runs[name].append(result)
+    summary = summarize(runs)
+    print(table(summary))
+    command = "python bench/bench_runtime.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    facts = machine()
+    report = {"date": dt.date.today().isoformat(), "command": command.strip(), "machine": facts,
+              "params": {"events": args.events, "partitions": args.partitions, "size": args.size,
+                         "repeat": args.repeat, "topic": topic, "producer_compression": "none",
+                         "timing": "first event to last processed", "cpu": "time.process_time over that window",
+                         "rss": "resource.getrusage ru_maxrss of each system's own subprocess"},
+              "job": asdict(job), "summary": summary, "runs": runs}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{report['date']}-runtime.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    plot(summary, f"{args.events:,} events x ~{args.size} B, {args.partitions} partitions, Kafka {facts['kafka']}, "
+                  f"{facts['cores']} cores (median of {args.repeat})", PLOT)
+    log(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} and {PLOT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
