@@ -5,17 +5,17 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from grey.agents.agent import Agent, AgentFun
+from grey.agents.agent import Agent
+from grey.agents.spec import AgentFun
 from grey.codecs import Codec
 from grey.config import Settings, build_settings, read_connector_file
-from grey.runtime.runtime import Runtime
+from grey.runtime.runtime import Runtime, TaskFun
 from grey.topics import Topic
 from grey.transport import Producer
 
-TaskFun = Callable[[], Awaitable[None]]
 F = TypeVar("F", bound=TaskFun)
 
 
@@ -95,7 +95,7 @@ class App:
         source = self.topic(topic) if isinstance(topic, str) else topic
 
         def decorate(fun: AgentFun) -> Agent:
-            agent = Agent(fun, source, name=name, concurrency=concurrency, sink=sink)
+            agent = Agent(self, fun, source, name=name, concurrency=concurrency, sink=sink)
             if any(a.name == agent.name for a in self.agents):
                 raise ValueError(f"an agent named {agent.name!r} is already declared; pass name=...")
             self.agents.append(agent)

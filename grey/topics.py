@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from grey.codecs import Codec, codec_for
-from grey.transport.base import RecordMetadata, TopicSpec
+from grey.config import Settings
+from grey.transport.base import Producer, RecordMetadata, TopicSpec
 
-if TYPE_CHECKING:  # only for annotations; App imports this module at run time
-    from grey.app import App
+
+class TopicOwner(Protocol):
+    """What a topic needs of its app: defaults for its shape, and a producer while running."""
+
+    @property
+    def conf(self) -> Settings: ...
+
+    @property
+    def producer(self) -> Producer: ...
 
 HeadersIn = Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]] | None
 
@@ -40,7 +48,7 @@ class Topic:
 
     def __init__(
         self,
-        app: App,
+        app: TopicOwner,
         name: str,
         *,
         key_type: Any = None,

@@ -11,9 +11,9 @@ import itertools
 from types import TracebackType
 from typing import Any
 
-from grey.agents.agent import Agent
 from grey.agents.event import Event
-from grey.runtime.runtime import Runtime
+from grey.agents.spec import AgentSpec
+from grey.runtime.runtime import AppModel, Runtime
 from grey.sinks import CallbackSink
 from grey.topics import HeadersIn
 from grey.transport import TP
@@ -27,18 +27,19 @@ class TestContext:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, agent: Agent, *, timeout: float = 5.0) -> None:
+    def __init__(self, app: AppModel, agent: AgentSpec, *, timeout: float = 5.0) -> None:
+        self.app = app
         self.agent = agent
         self.timeout = timeout
-        self.broker_name = f"test-{agent.topic.app.id}-{next(_ids)}"
+        self.broker_name = f"test-{app.conf.id}-{next(_ids)}"
         self.results: list[Any] = []
         self._runtime: Runtime | None = None
         self._recorder = CallbackSink(self.results.append)
 
     async def __aenter__(self) -> TestContext:
-        app = self.agent.topic.app
+        app = self.app
         if app.runtime is not None:
-            raise RuntimeError(f"app {app.id!r} is already running; a test context needs it stopped")
+            raise RuntimeError(f"app {app.conf.id!r} is already running; a test context needs it stopped")
         self.agent.sinks.append(self._recorder)
         runtime = Runtime(app, broker=f"memory://{self.broker_name}", agents=[self.agent], run_timers=False)
         app.runtime = self._runtime = runtime
@@ -55,7 +56,7 @@ class TestContext:
                 await runtime.stop()
         finally:
             self.agent.sinks.remove(self._recorder)
-            self.agent.topic.app.runtime = None
+            self.app.runtime = None
             MemoryBroker.forget(self.broker_name)
 
     @property
@@ -92,8 +93,7 @@ class TestContext:
 
     def sent(self, topic: str) -> list[Any]:
         """Values the agent (or its sinks) sent to ``topic``, decoded with that topic's codec."""
-        app = self.agent.topic.app
-        declared = app.topics.get(topic)
+        declared = self.app.topics.get(topic)
         broker = MemoryBroker.named(self.broker_name)
         if topic not in broker.topics:
             return []

@@ -17,20 +17,31 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from grey.agents.agent import Actor, Agent, AgentStopped
+from grey.agents.spec import AgentSpec
 from grey.agents.stream import Chunk, ChunkQueue, Stream
 from grey.codecs import CodecError
-from grey.config import ConfigError
+from grey.config import ConfigError, Settings
+from grey.runtime.actor import Actor, AgentStopped
 from grey.runtime.partitions import PartitionState
 from grey.topics import Topic
 from grey.transport import TP, Consumer, Message, Producer, Transport, open_transport
 
-if TYPE_CHECKING:  # annotation only: App builds a Runtime, a Runtime never builds an App
-    from grey.app import App
+TaskFun = Callable[[], Awaitable[None]]
 
 log = logging.getLogger(__name__)
+
+
+class AppModel(Protocol):
+    """What a Runtime needs of an App: its settings and declarations, and where to register itself."""
+
+    conf: Settings
+    topics: dict[str, Topic]
+    agents: list[Any]  # AgentSpec objects (grey.Agent in an App)
+    timers: list[tuple[float, TaskFun]]
+    tasks: list[TaskFun]
+    runtime: Runtime | None
 
 
 @dataclass(slots=True)
@@ -55,17 +66,17 @@ class Runtime:
 
     def __init__(
         self,
-        app: App,
+        app: AppModel,
         *,
         broker: str | None = None,
-        agents: Sequence[Agent] | None = None,
+        agents: Sequence[AgentSpec] | None = None,
         consume: bool = True,
         run_timers: bool = True,
     ) -> None:
         self.app = app
         self.conf = app.conf
         self.broker_url = broker or app.conf.broker
-        self.agents = list(app.agents if agents is None else agents)
+        self.agents: list[AgentSpec] = list(app.agents if agents is None else agents)
         self.consume = consume and bool(self.agents)
         self.run_timers = run_timers
         self.transport: Transport | None = None
@@ -165,6 +176,15 @@ class Runtime:
             created = await admin.create_topics(specs)
             if created:
                 log.info("created topics: %s", ", ".join(created))
+            existing = await admin.list_topics()
+            for topic in self.app.topics.values():
+                have = existing.get(topic.name)
+                if topic.partitions and have is not None and have != topic.partitions:
+                    log.warning(
+                        "topic %s exists with %d partitions but is declared with %d; the broker's %d are used "
+                        "(declare partitions=%d, or add partitions with the Kafka tools)",
+                        topic.name, have, topic.partitions, have, have,
+                    )
         finally:
             await admin.stop()
 
@@ -335,7 +355,7 @@ class Runtime:
 
     # -- errors, timers, tasks ----------------------------------------
 
-    async def _on_agent_error(self, agent: Agent, stream: Stream, exc: BaseException) -> bool:
+    async def _on_agent_error(self, agent: AgentSpec, stream: Stream, exc: BaseException) -> bool:
         """The error policy. True: restart the agent instance; False: it stays down (worker crashes)."""
         if isinstance(exc, AgentStopped) or self._stopping:
             if not self._stopping:
@@ -365,7 +385,7 @@ class Runtime:
                       "worker restarts (on_error='stop_partition')", tp.topic, tp.partition, where)
         return True
 
-    async def _timer(self, seconds: float, fun: Callable[[], Awaitable[None]]) -> None:
+    async def _timer(self, seconds: float, fun: TaskFun) -> None:
         while True:
             await asyncio.sleep(seconds)
             await self._guard(fun(), fun.__name__)

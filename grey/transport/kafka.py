@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
@@ -236,7 +237,26 @@ class KafkaAdmin:
                 "could not create topics on " + ",".join(self._servers) + ": " + "; ".join(problems)
                 + " (check partitions/replicas against the broker count and the topic config names)"
             )
+        if created:
+            await self._wait_for_leaders(created)
         return created
+
+    async def _wait_for_leaders(self, names: list[str], seconds: float = 15.0) -> None:
+        """New partitions have no leader for a moment; producing then only earns retries and warnings."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            described = await self._client.describe_topics(names)
+            waiting = [
+                t["topic"] for t in described
+                if t["error_code"] != 0 or not t["partitions"] or any(p["leader"] < 0 for p in t["partitions"])
+            ]
+            if not waiting:
+                return
+            if loop.time() > deadline:
+                log.warning("topics %s still have partitions without a leader after %.0fs", waiting, seconds)
+                return
+            await asyncio.sleep(0.1)
 
     async def list_topics(self) -> dict[str, int]:
         described = await self._client.describe_topics()

@@ -8,6 +8,7 @@ import random
 import pytest
 
 import grey
+import grey.runtime.actor
 
 
 class Click(grey.Record):
@@ -187,7 +188,7 @@ async def test_agent_returning_early_crashes_the_runtime(unique: str) -> None:
     async with app.running() as runtime:
         await topic.send(1)
         assert runtime.crashed is not None
-        with pytest.raises(grey.agents.agent.AgentStopped):
+        with pytest.raises(grey.runtime.actor.AgentStopped):
             await asyncio.wait_for(runtime.crashed, 5)
 
 
