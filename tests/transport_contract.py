@@ -182,3 +182,46 @@ async def check_read_committed_hides_aborted(url: str, prefix: str) -> None:
     assert [m.value for m in got] == [b"committed"]
     # the two control markers took offsets, as in Kafka: data at 0 and 2
     assert got[0].offset == 2
+
+
+async def check_commit_inside_revocation(url: str, prefix: str) -> None:
+    """A member can commit the partitions it is giving up from its revocation callback."""
+    topic = f"{prefix}-rev"
+    await create(url, TopicSpec(topic, partitions=2))
+    transport = open_transport(url)
+    group = f"{prefix}-g"
+    a = transport.consumer(settings(group))
+    owned: set[TP] = set()
+    committed_in_callback: dict[TP, int] = {}
+
+    async def a_assigned(tps: set[TP]) -> None:
+        owned.update(tps)
+
+    async def a_revoked(tps: set[TP]) -> None:
+        offsets = {tp: 7 for tp in tps}
+        await a.commit(offsets)
+        committed_in_callback.update(offsets)
+        owned.clear()
+
+    async def noop(tps: set[TP]) -> None:
+        return None
+
+    a.subscribe([topic], a_revoked, a_assigned)
+    await a.start()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while len(owned) < 2 and loop.time() < deadline:
+        await a.getmany(timeout_ms=100)
+    assert len(owned) == 2
+    b = transport.consumer(settings(group))
+    b.subscribe([topic], noop, noop)
+    await b.start()
+    try:
+        deadline = loop.time() + 40
+        while not committed_in_callback and loop.time() < deadline:
+            await asyncio.gather(a.getmany(timeout_ms=100), b.getmany(timeout_ms=100))
+        assert committed_in_callback == {TP(topic, 0): 7, TP(topic, 1): 7}
+        assert await b.committed(TP(topic, 0)) == 7
+    finally:
+        await b.stop()
+        await a.stop()

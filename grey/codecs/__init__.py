@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -18,6 +19,9 @@ class Codec(Protocol):
 
     def dumps(self, value: Any) -> bytes: ...
     def loads(self, data: bytes) -> Any: ...
+    def loads_many(self, items: Sequence[bytes | None]) -> list[Any]:
+        """Decode a batch (None stays None); raises CodecError if any item is bad."""
+        ...
 
 
 class RawCodec:
@@ -32,6 +36,9 @@ class RawCodec:
 
     def loads(self, data: bytes) -> Any:
         return data
+
+    def loads_many(self, items: Sequence[bytes | None]) -> list[Any]:
+        return list(items)
 
 
 class StrCodec:
@@ -49,6 +56,9 @@ class StrCodec:
             return data.decode()
         except UnicodeDecodeError as exc:
             raise CodecError(f"not UTF-8 text: {exc}") from None
+
+    def loads_many(self, items: Sequence[bytes | None]) -> list[Any]:
+        return [None if item is None else self.loads(item) for item in items]
 
 
 class JsonCodec:
@@ -74,6 +84,13 @@ class JsonCodec:
             raise CodecError(f"JSON does not match {_type_name(self.type)}: {exc}") from None
         except msgspec.DecodeError as exc:
             raise CodecError(f"malformed JSON: {exc}") from None
+
+    def loads_many(self, items: Sequence[bytes | None]) -> list[Any]:
+        decode = self._decoder.decode
+        try:
+            return [None if item is None else decode(item) for item in items]
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise CodecError(str(exc)) from None
 
 
 def _type_name(type_: Any) -> str:

@@ -258,10 +258,11 @@ class MemoryConsumer:
 
     async def _revoke_all(self) -> None:
         self._ready.clear()
-        revoked, self._assigned = self._assigned, set()
-        self._positions.clear()
+        revoked = set(self._assigned)
         if revoked and self._on_revoked is not None:
-            await self._on_revoked(revoked)
+            await self._on_revoked(revoked)  # as in Kafka, the member may still commit them here
+        self._assigned = set()
+        self._positions.clear()
 
     async def _assign(self, tps: set[TP], group: _Group) -> None:
         self._assigned = set(tps)

@@ -9,6 +9,7 @@ CHECKS = [
     contract.check_commit_and_resume,
     contract.check_group_splits_partitions,
     contract.check_read_committed_hides_aborted,
+    contract.check_commit_inside_revocation,
 ]
 
 

@@ -49,3 +49,13 @@ def test_serializer_by_name_wins_over_type() -> None:
 def test_record_helpers() -> None:
     click = Click.from_dict({"user_id": "a", "amount": 1})
     assert click.to_dict() == {"user_id": "a", "amount": 1.0}
+
+
+def test_loads_many_keeps_none_and_fails_on_any_bad_item() -> None:
+    codec = codec_for(Click)
+    good = codec.dumps(Click(user_id="a"))
+    assert codec.loads_many([good, None]) == [Click(user_id="a"), None]
+    with pytest.raises(CodecError):
+        codec.loads_many([good, b"{bad"])
+    assert codec_for(str).loads_many([b"x", None]) == ["x", None]
+    assert codec_for(bytes).loads_many([b"x"]) == [b"x"]

@@ -124,3 +124,33 @@ async def test_two_runtimes_share_partitions_and_lose_nothing_when_one_leaves(un
             await wait_for(lambda: len(seen["a"]) > 20 and len(seen["b"]) > 20)
         await wait_for(lambda: len(ra.partitions) == 8)
         await wait_for(lambda: set(seen["a"]) | set(seen["b"]) == set(range(400)))
+
+
+async def test_revocation_commits_what_was_processed_so_the_next_owner_does_not_redo_it(unique: str) -> None:
+    url = f"memory://{unique}"
+    seen: dict[str, list[int]] = {"a": [], "b": []}
+
+    def build(name: str) -> tuple[grey.App, grey.Topic]:
+        # no periodic commits: only the revocation can commit
+        app = grey.App(unique, broker=url, checkpoint_interval=10**9, commit_interval=3600)
+        topic = app.topic("work", value_type=int, partitions=4)
+
+        @app.agent(topic, name="worker")
+        async def work(stream: grey.Stream) -> None:
+            async for value in stream:
+                seen[name].append(value)
+
+        return app, topic
+
+    app_a, topic = build("a")
+    app_b, _ = build("b")
+    async with app_a.running() as ra:
+        for i in range(100):
+            await topic.send(i, partition=i % 4)
+        await wait_for(lambda: ra.processed == 100)
+        assert all(committed(unique, unique, TP("work", p)) is None for p in range(4))
+        async with app_b.running() as rb:
+            await wait_for(lambda: len(ra.partitions) == 2 and len(rb.partitions) == 2)
+            assert [committed(unique, unique, TP("work", p)) for p in range(4)] == [25, 25, 25, 25]
+            await asyncio.sleep(0.1)
+    assert seen["b"] == []  # nothing was handed over twice
