@@ -8,7 +8,7 @@ SERVICES_VENV := .cache/services-venv
 SERVICES_STAMP := $(SERVICES_VENV)/.installed
 export GREY_PYTHON := $(CURDIR)/$(SERVICES_VENV)/bin/python
 
-.PHONY: venv test unit integration lint demo bench-quick services-up services-down clean
+.PHONY: venv test unit integration lint demo bench bench-quick services-up services-down clean
 
 venv: $(STAMP) $(SERVICES_STAMP)
 
@@ -42,7 +42,13 @@ demo: venv
 	scripts/with-services kafka -- $(BIN)/python examples/clickstream.py --events 200000
 
 bench-quick: venv
-	scripts/with-services kafka -- $(BIN)/python bench/bench_runtime.py --events 200000
+	$(BIN)/pip install -q -e '.[bench]'
+	scripts/with-services kafka -- $(BIN)/python bench/bench_runtime.py --events 200000 \
+		--out .cache/bench-quick --plot .cache/bench-quick/bench-runtime.png
+
+bench: venv
+	$(BIN)/pip install -q -e '.[bench]'
+	scripts/with-services kafka -- $(BIN)/python bench/bench_runtime.py --events 1000000 --repeat 3
 
 services-up: venv
 	scripts/services up

@@ -50,6 +50,7 @@ class Settings:
     topic_replicas: int = 1
     topic_partitions: int = 8
     shutdown_timeout: float = 30.0
+    gc_tuning: bool = True
     client: ClientSettings = field(default_factory=lambda: ClientSettings(group_id=""))
 
     def __post_init__(self) -> None:
@@ -185,6 +186,7 @@ _SECTIONS: dict[str, dict[str, str | None]] = {
         "topic_replicas": "topic_replicas",
         "topic_partitions": "topic_partitions",
         "shutdown_timeout": "shutdown_timeout",
+        "gc_tuning": "gc_tuning",
     },
 }
 _SECRET_KEYS = {"password"}

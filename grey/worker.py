@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any, NoReturn
 
@@ -29,6 +30,8 @@ class AppService(mode.Service):
         self.runtime = Runtime(self.app, broker=self.broker)
         self.app.runtime = self.runtime
         await self.runtime.start()
+        if self.app.conf.gc_tuning:
+            tune_gc()
         self.add_future(self._watch(self.runtime))
 
     async def _watch(self, runtime: Runtime) -> None:
@@ -46,6 +49,22 @@ class AppService(mode.Service):
                 await self.runtime.stop()
             finally:
                 self.app.runtime = None
+
+
+def tune_gc(young_threshold: int = 10_000) -> None:
+    """Make the cycle collector cheap for a stream processor's allocation pattern.
+
+    A worker allocates and frees a few objects per event, nearly all freed by
+    reference counting; the default (collect the young generation every 700
+    allocations, and now and then scan every object alive) then costs a fifth
+    of the CPU. Objects alive after startup are frozen out of the scans, and
+    the young generation is collected every ``young_threshold`` allocations.
+    Set ``gc_tuning=False`` to keep Python's defaults.
+    """
+    gc.collect()
+    gc.freeze()
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(max(young, young_threshold), middle, old)
 
 
 def run_worker(app: App, *, loglevel: str = "info", broker: str | None = None) -> NoReturn:

@@ -49,6 +49,7 @@ class Chunk:
         self.done += count
         if self.done >= len(self.values):
             self.part.remaining -= len(self.values)
+            self.part.solo = None  # slice -> chunk -> slice would leave every batch to the cycle collector
 
 
 class ChunkQueue:
@@ -110,7 +111,8 @@ class ChunkQueue:
                 await self._readable.wait()
             else:
                 try:
-                    await asyncio.wait_for(self._readable.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._readable.wait()
                 except TimeoutError:
                     return None
 
@@ -147,6 +149,7 @@ class Stream:
                     self._queue.on_processed(every)
                 return chunk.values[done]
             chunk.part.remaining -= size
+            chunk.part.solo = None  # no slice -> chunk -> slice cycle for the cycle collector
             self._queue.on_processed(size - (size - 1) // every * every)
             self._chunk = None
         chunk = await self._queue.take()

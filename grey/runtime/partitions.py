@@ -58,7 +58,9 @@ class PartitionState:
         """The offset to commit: one past the last event of the done prefix."""
         pending = self.pending
         while pending and pending[0].remaining <= 0:
-            self.done_offset = pending.popleft().last + 1
+            done = pending.popleft()
+            done.solo = None
+            self.done_offset = done.last + 1
         if pending:
             solo = pending[0].solo
             if solo is not None and solo.done > 0:

@@ -310,9 +310,11 @@ class Runtime:
     # -- commits -------------------------------------------------------
 
     async def _commit_loop(self) -> None:
-        while True:
+        while not self._stopping:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancel from stop()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._commit_wanted.wait(), self.conf.commit_interval)
+                async with asyncio.timeout(self.conf.commit_interval):
+                    await self._commit_wanted.wait()
             self._commit_wanted.clear()
             await self.commit()
 

@@ -173,7 +173,8 @@ class MemoryBroker:
         self._waiters.add(fut)
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(fut, seconds)
+                async with asyncio.timeout(seconds):
+                    await fut
         finally:
             self._waiters.discard(fut)
 
