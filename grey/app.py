@@ -141,14 +141,21 @@ class App:
             raise RuntimeError(f"app {self.id!r} is already running")
         runtime = Runtime(self, broker=broker, consume=consume, run_timers=run_timers)
         self.runtime = runtime
+        body_failed = False
         try:
             await runtime.start()
             yield runtime
+        except BaseException:
+            body_failed = True
+            raise
         finally:
             try:
                 await runtime.stop()
             finally:
                 self.runtime = None
+            crash = runtime.crash_reason()
+            if crash is not None and not body_failed:
+                raise RuntimeError(f"app {self.id!r} crashed while running: {crash!r}") from crash
 
 
 def _require_async(fun: Callable[..., Any], what: str) -> None:

@@ -58,6 +58,9 @@ class TestContext:
             self.agent.sinks.remove(self._recorder)
             self.app.runtime = None
             MemoryBroker.forget(self.broker_name)
+        crash = runtime.crash_reason() if runtime is not None else None
+        if crash is not None and exc is None:
+            raise RuntimeError(f"agent {self.agent.name} crashed the test runtime: {crash!r}") from crash
 
     @property
     def runtime(self) -> Runtime:

@@ -161,6 +161,13 @@ class Runtime:
             await self._producer.stop()
         log.info("grey app %s stopped after %d events", self.conf.id, self.processed)
 
+    def crash_reason(self) -> BaseException | None:
+        """Why the runtime crashed, or None."""
+        crashed = self.crashed
+        if crashed is None or not crashed.done() or crashed.cancelled():
+            return None
+        return crashed.exception()
+
     def crash(self, exc: BaseException) -> None:
         """Ask the worker to stop with a failure exit code."""
         log.critical("grey app %s crashed: %r", self.conf.id, exc)

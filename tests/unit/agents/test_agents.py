@@ -185,11 +185,13 @@ async def test_agent_returning_early_crashes_the_runtime(unique: str) -> None:
         async for _ in stream:
             break
 
-    async with app.running() as runtime:
-        await topic.send(1)
-        assert runtime.crashed is not None
-        with pytest.raises(grey.runtime.actor.AgentStopped):
-            await asyncio.wait_for(runtime.crashed, 5)
+    with pytest.raises(RuntimeError, match="crashed while running") as info:
+        async with app.running() as runtime:
+            await topic.send(1)
+            assert runtime.crashed is not None
+            with pytest.raises(grey.runtime.actor.AgentStopped):
+                await asyncio.wait_for(asyncio.shield(runtime.crashed), 5)
+    assert isinstance(info.value.__cause__, grey.runtime.actor.AgentStopped)
 
 
 async def test_send_when_not_running_says_how() -> None:
