@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 SERVICES_VENV := .cache/services-venv
 SERVICES_STAMP := $(SERVICES_VENV)/.installed
 export GREY_PYTHON := $(CURDIR)/$(SERVICES_VENV)/bin/python
+# The demo and benchmarks talk to the Kafka that scripts/services starts (GREY_KAFKA_PORT moves it).
+# Not exported: the unit tests declare memory:// brokers, which GREY_BROKER would override.
+LOCAL_BROKER := kafka://127.0.0.1:$(or $(GREY_KAFKA_PORT),9092)
 
 .PHONY: venv test unit integration lint demo bench bench-quick services-up services-down clean
 
@@ -39,16 +42,16 @@ integration: venv
 	scripts/with-services kafka -- $(BIN)/pytest -q tests/integration
 
 demo: venv
-	scripts/with-services kafka -- $(BIN)/python examples/clickstream.py --events 200000
+	GREY_BROKER=$(LOCAL_BROKER) scripts/with-services kafka -- $(BIN)/python examples/clickstream.py --events 200000
 
 bench-quick: venv
 	$(BIN)/pip install -q -e '.[bench]'
-	scripts/with-services kafka -- $(BIN)/python bench/bench_runtime.py --events 200000 \
+	GREY_BROKER=$(LOCAL_BROKER) scripts/with-services kafka -- $(BIN)/python bench/bench_runtime.py --events 200000 \
 		--out .cache/bench-quick --plot .cache/bench-quick/bench-runtime.png
 
 bench: venv
 	$(BIN)/pip install -q -e '.[bench]'
-	scripts/with-services kafka -- $(BIN)/python bench/bench_runtime.py --events 1000000 --repeat 3
+	GREY_BROKER=$(LOCAL_BROKER) scripts/with-services kafka -- $(BIN)/python bench/bench_runtime.py --events 1000000 --repeat 3
 
 services-up: venv
 	scripts/services up

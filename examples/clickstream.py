@@ -51,7 +51,7 @@ class Summary(grey.Record):
     events_per_second: float
 
 
-app = grey.App(f"clickstream-{RUN}", broker=os.environ.get("CLICKSTREAM_BROKER", "kafka://127.0.0.1:9092"))
+app = grey.App(f"clickstream-{RUN}", broker="kafka://127.0.0.1:9092")  # GREY_BROKER overrides
 clicks = app.topic(f"clickstream-{RUN}-clicks", key_type=str, value_type=Click, partitions=8)
 summaries = app.topic(f"clickstream-{RUN}-summary", key_type=str, value_type=Summary, partitions=1)
 
@@ -144,7 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     run = uuid.uuid4().hex[:8]
     env = {**os.environ, "CLICKSTREAM_RUN": run, "CLICKSTREAM_EVENTS": str(args.events),
-           "CLICKSTREAM_BROKER": app.conf.broker, "PYTHONUNBUFFERED": "1"}
+           "GREY_BROKER": app.conf.broker, "PYTHONUNBUFFERED": "1"}
     os.environ.update(env)
     here = Path(__file__).resolve().parent
     # Re-import with this run's names so the driver and the worker agree on topics.
