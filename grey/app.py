@@ -13,6 +13,7 @@ from grey.agents.spec import AgentFun
 from grey.codecs import Codec
 from grey.config import Settings, build_settings, read_connector_file
 from grey.runtime.runtime import Runtime, TaskFun
+from grey.tables.table import Table
 from grey.topics import Topic
 from grey.transport import Producer
 
@@ -39,6 +40,7 @@ class App:
         self.agents: list[Agent] = []
         self.timers: list[tuple[float, TaskFun]] = []
         self.tasks: list[TaskFun] = []
+        self.tables: list[Table] = []
         self.runtime: Runtime | None = None
 
     @classmethod
@@ -82,6 +84,24 @@ class App:
         )
         self.topics[name] = topic
         return topic
+
+    def Table(
+        self,
+        name: str,
+        *,
+        default: Callable[[], Any] | None = None,
+        key_type: Any = None,
+        value_type: Any = None,
+        partitions: int | None = None,
+        store: str = "rocksdb://",
+    ) -> Table:
+        """Declare a table: partitioned like the agents' topics, changelogged to ``{id}-{name}-changelog``."""
+        if any(t.name == name for t in self.tables):
+            raise ValueError(f"a table named {name!r} is already declared")
+        table = Table(self, name, default=default, key_type=key_type, value_type=value_type,
+                      partitions=partitions, store=store)
+        self.tables.append(table)
+        return table
 
     def agent(
         self,

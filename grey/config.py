@@ -51,6 +51,7 @@ class Settings:
     topic_partitions: int = 8
     shutdown_timeout: float = 30.0
     gc_tuning: bool = True
+    data_dir: str = "grey-data"
     client: ClientSettings = field(default_factory=lambda: ClientSettings(group_id=""))
 
     def __post_init__(self) -> None:
@@ -187,6 +188,7 @@ _SECTIONS: dict[str, dict[str, str | None]] = {
         "topic_partitions": "topic_partitions",
         "shutdown_timeout": "shutdown_timeout",
         "gc_tuning": "gc_tuning",
+        "data_dir": "data_dir",
     },
 }
 _SECRET_KEYS = {"password"}

@@ -8,6 +8,7 @@ makes at-least-once hold without the agent calling anything.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -120,6 +121,10 @@ class ChunkQueue:
         return self._items[0] if self._items and not self._stopped else None
 
 
+#: The stream of the agent instance running in this task; tables read its partition.
+current_stream: contextvars.ContextVar[Stream | None] = contextvars.ContextVar("grey_current_stream", default=None)
+
+
 class Stream:
     """What an agent function receives: ``async for value in stream`` or ``stream.batches()``."""
 
@@ -157,6 +162,15 @@ class Stream:
             raise StopAsyncIteration
         self._chunk = chunk
         return chunk.values[chunk.done]
+
+    @property
+    def partition(self) -> int | None:
+        """The partition of the event or batch in hand (tables are partitioned the same way)."""
+        chunk = self._chunk
+        if chunk is not None:
+            return chunk.state.tp.partition
+        batch = self.current_batch
+        return batch.partition if batch else None
 
     @property
     def current_event(self) -> Event | None:

@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 
 from grey.agents.spec import AgentSpec
-from grey.agents.stream import ChunkQueue, Stream
+from grey.agents.stream import ChunkQueue, Stream, current_stream
 
 
 class AgentStopped(Exception):
@@ -29,6 +29,7 @@ class Actor:
         agent = self.agent
         while True:
             stream = Stream(self.queue, name=f"{agent.name}#{self.index}")
+            current_stream.set(stream)  # task-local: tables find the partition in hand through it
             try:
                 output = agent(stream)
                 if inspect.isasyncgen(output):

@@ -25,6 +25,8 @@ from grey.codecs import CodecError
 from grey.config import ConfigError, Settings
 from grey.runtime.actor import Actor, AgentStopped
 from grey.runtime.partitions import PartitionState
+from grey.tables.recovery import recover_partition
+from grey.tables.table import Table
 from grey.topics import Topic
 from grey.transport import TP, Consumer, Message, Producer, Transport, open_transport
 
@@ -41,6 +43,7 @@ class AppModel(Protocol):
     agents: list[Any]  # AgentSpec objects (grey.Agent in an App)
     timers: list[tuple[float, TaskFun]]
     tasks: list[TaskFun]
+    tables: list[Table]
     runtime: Runtime | None
 
 
@@ -90,6 +93,8 @@ class Runtime:
         self._actors: list[Actor] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._actor_tasks: list[asyncio.Task[None]] = []
+        self._recoveries: set[asyncio.Task[None]] = set()
+        self.recovering: set[int] = set()  # partition numbers whose tables are being rebuilt
         self._commit_lock = asyncio.Lock()
         self._commit_wanted = asyncio.Event()
         self._since_commit = 0
@@ -153,10 +158,14 @@ class Runtime:
                             self.conf.shutdown_timeout)
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for task in list(self._recoveries):
+            task.cancel()
+        await asyncio.gather(*self._recoveries, return_exceptions=True)
         if self.consumer is not None:
-            if self.conf.processing_guarantee != "at_most_once":
-                await self.commit()
+            await self.commit()
             await self.consumer.stop()
+        for table in self.app.tables:
+            table.close()
         if self._producer is not None:
             await self._producer.stop()
         log.info("grey app %s stopped after %d events", self.conf.id, self.processed)
@@ -179,11 +188,13 @@ class Runtime:
         admin = self.transport.admin(self.conf.client)
         await admin.start()
         try:
+            self._size_tables(await admin.list_topics())
             specs = [t.spec() for t in self.app.topics.values()]
             created = await admin.create_topics(specs)
             if created:
                 log.info("created topics: %s", ", ".join(created))
             existing = await admin.list_topics()
+            self._check_copartitioned(existing)
             for topic in self.app.topics.values():
                 have = existing.get(topic.name)
                 if topic.partitions and have is not None and have != topic.partitions:
@@ -194,6 +205,28 @@ class Runtime:
                     )
         finally:
             await admin.stop()
+
+    def _size_tables(self, existing: dict[str, int]) -> None:
+        """Tables declared without ``partitions`` take the partition count of the agents' topics."""
+        counts = {existing.get(a.topic.name, a.topic.spec().partitions) for a in self.agents}
+        count = counts.pop() if len(counts) == 1 else self.conf.topic_partitions
+        for table in self.app.tables:
+            if table.partitions is None:
+                table.use_partitions(count)
+
+    def _check_copartitioned(self, existing: dict[str, int]) -> None:
+        """A table's partition p holds the state of partition p of every source topic: counts must match."""
+        if not self.app.tables or not self.consume:
+            return
+        for agent in self.agents:
+            have = existing.get(agent.topic.name, agent.topic.spec().partitions)
+            for table in self.app.tables:
+                if have != table.partitions:
+                    raise ConfigError(
+                        f"table {table.name!r} has {table.partitions} partitions but agent {agent.name}'s topic "
+                        f"{agent.topic.name!r} has {have}: tables must be co-partitioned with the topics of "
+                        f"the agents that use them (declare app.Table(..., partitions={have}))"
+                    )
 
     def _build_actors(self) -> None:
         for agent in self.agents:
@@ -210,14 +243,47 @@ class Runtime:
         for tp in tps:
             self.partitions[tp] = PartitionState(tp)
         log.info("assigned %d partition(s): %s", len(tps), _fmt(tps))
+        if self.app.tables and tps and self.consumer is not None:
+            numbers = {tp.partition for tp in tps} - self.recovering
+            self.consumer.pause(*tps)  # no event before its table partitions are rebuilt
+            self.recovering |= numbers
+            task = asyncio.get_running_loop().create_task(self._recover(numbers, tps), name="grey-recovery")
+            self._recoveries.add(task)
+            task.add_done_callback(self._recoveries.discard)
+
+    async def _recover(self, numbers: set[int], tps: set[TP]) -> None:
+        assert self.transport is not None and self.consumer is not None
+        try:
+            for number in sorted(numbers):
+                for table in self.app.tables:
+                    await recover_partition(table, number, self.transport, self.conf.client)
+                self.recovering.discard(number)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("recovery of table partitions %s failed", sorted(numbers))
+            self.crash(exc)
+            return
+        live = [tp for tp in tps if tp in self.partitions]
+        if live:
+            self.consumer.resume(*live)
 
     async def _on_revoked(self, tps: set[TP]) -> None:
-        if not self._stopping and self.conf.processing_guarantee != "at_most_once":
+        for task in list(self._recoveries):
+            task.cancel()
+        await asyncio.gather(*self._recoveries, return_exceptions=True)
+        if not self._stopping:
             await self.commit(tps)
         for tp in tps:
             state = self.partitions.pop(tp, None)
             if state is not None:
                 state.active = False  # queued chunks of it are skipped; the new owner redoes them
+        still_owned = {tp.partition for tp in self.partitions}
+        for table in self.app.tables:
+            for number in table.owned:
+                if number not in still_owned:
+                    table.close_partition(number)
+        self.recovering &= still_owned
         log.info("revoked %d partition(s): %s", len(tps), _fmt(tps))
 
     # -- the hot path --------------------------------------------------
@@ -338,11 +404,18 @@ class Runtime:
                 offset = state.committable()
                 if offset is not None and offset != state.committed:
                     offsets[state.tp] = offset
-            if not offsets:
+            if self.conf.processing_guarantee == "at_most_once":
+                offsets = {}  # committed at fetch time already; only table changes are flushed here
+            tables = self.app.tables
+            if not offsets and not any(t.has_changes() for t in tables):
                 return {}
             try:
+                sent = [(table, await table.send_changes(self.producer)) for table in tables]
                 await self.producer.flush()  # what the events sent must be durable before their offsets
-                await self.consumer.commit(offsets)
+                for table, deliveries in sent:  # changelog first, then the store with its offset
+                    await table.apply_changes(deliveries)
+                if offsets:
+                    await self.consumer.commit(offsets)
             except Exception as exc:  # a rebalance took the partitions: the new owner redoes the work
                 log.warning("commit of %s failed: %r; the events will be processed again", _fmt(offsets), exc)
                 return {}

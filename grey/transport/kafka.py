@@ -74,7 +74,7 @@ class KafkaConsumer:
         self._client = AIOKafkaConsumer(
             bootstrap_servers=servers,
             client_id=settings.client_id,
-            group_id=settings.group_id,
+            group_id=settings.group_id or None,  # no group: a reader that assign()s its partitions
             enable_auto_commit=False,
             auto_offset_reset=settings.auto_offset_reset,
             max_poll_records=settings.max_poll_records,
@@ -112,6 +112,9 @@ class KafkaConsumer:
     async def committed(self, tp: TP) -> int | None:
         offset: int | None = await self._client.committed(_tp(tp))
         return offset
+
+    def assign(self, tps: Iterable[TP]) -> None:
+        self._client.assign([_tp(tp) for tp in tps])
 
     def assignment(self) -> set[TP]:
         return {TP(tp.topic, tp.partition) for tp in self._client.assignment()}

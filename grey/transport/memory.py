@@ -325,6 +325,12 @@ class MemoryConsumer:
     async def committed(self, tp: TP) -> int | None:
         return self.broker.group(self.settings.group_id).committed.get(TP(*tp))
 
+    def assign(self, tps: Iterable[TP]) -> None:
+        self._assigned = {TP(*tp) for tp in tps}
+        for tp in self._assigned:
+            self._positions.setdefault(tp, 0)
+        self._ready.set()
+
     def assignment(self) -> set[TP]:
         return set(self._assigned)
 

@@ -1,0 +1,221 @@
+"""Tables: partitioned, changelogged key-value state that agents use like a dict.
+
+Layers, innermost first: a byte store per partition (RocksDB or memory), the
+changelog (a compacted topic ``{app_id}-{table}-changelog``, partition p for
+table partition p), a write buffer, and the codecs, which only this layer uses.
+Writes go to the buffer; at each checkpoint the runtime sends the buffer's
+latest value per key to the changelog, waits for the broker, then writes the
+buffer into the store in one batch with the changelog offset it reflects, and
+only then commits the source offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from grey.agents.stream import current_stream
+from grey.codecs import Codec, codec_for
+from grey.config import Settings
+from grey.tables.stores import ByteStore, open_store
+from grey.topics import Topic
+from grey.transport._murmur2 import partition_for_key
+from grey.transport.base import Producer, RecordMetadata
+
+log = logging.getLogger(__name__)
+
+_MISSING = object()
+_DELETED = object()
+
+
+class TableOwner(Protocol):
+    """What a table needs of its app: settings, and a way to declare its changelog topic."""
+
+    @property
+    def conf(self) -> Settings: ...
+
+    def topic(self, name: str, *, partitions: int | None = ..., compacted: bool = ...,
+              key_serializer: str | Codec | None = ..., value_serializer: str | Codec | None = ...) -> Topic: ...
+
+
+class TableError(KeyError):
+    """A table was used where it has no partition (see the message for the fix)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class _Partition:
+    """One owned partition: its store, the write buffer, and the buffer being flushed."""
+
+    __slots__ = ("buffer", "encoded", "flushing", "store")
+
+    def __init__(self, store: ByteStore) -> None:
+        self.store = store
+        self.buffer: dict[bytes, Any] = {}  # encoded key -> value object, or _DELETED
+        self.flushing: dict[bytes, Any] = {}  # the buffer of the checkpoint in progress (still readable)
+        self.encoded: dict[bytes, bytes | None] = {}  # the same, encoded, for the store
+
+
+class Table:
+    """``app.Table("totals", default=int)``: a dict per partition, backed by a store and a changelog."""
+
+    def __init__(
+        self,
+        app: TableOwner,
+        name: str,
+        *,
+        default: Callable[[], Any] | None = None,
+        key_type: Any = None,
+        value_type: Any = None,
+        partitions: int | None = None,
+        store: str = "rocksdb://",
+    ) -> None:
+        self.app = app
+        self.name = name
+        self.default = default
+        self.partitions = partitions  # None: like the source topic of the agents (set when the app starts)
+        self.store_url = store
+        if not (store.startswith("rocksdb://") or store.startswith("memory://")):
+            raise ValueError(f"table {name!r}: store {store!r} must be rocksdb:// or memory://")
+        self.key_codec = codec_for(key_type)
+        self.value_codec = codec_for(value_type)
+        self.changelog = app.topic(
+            f"{app.conf.id}-{name}-changelog", partitions=partitions, compacted=True,
+            key_serializer="raw", value_serializer="raw",
+        )
+        self._owned: dict[int, _Partition] = {}
+
+    def __repr__(self) -> str:
+        return f"<Table {self.name} partitions={self.partitions} store={self.store_url}>"
+
+    # -- where the data of a key is -----------------------------------
+
+    def use_partitions(self, count: int) -> None:
+        """Fix the partition count (to the source topic's) before the changelog is created."""
+        self.partitions = count
+        self.changelog.partitions = count
+
+    def store_path(self, partition: int) -> Path:
+        return Path(self.app.conf.data_dir) / self.app.conf.id / "tables" / self.name / str(partition)
+
+    def _partition(self, key_bytes: bytes) -> _Partition:
+        stream = current_stream.get()
+        number = stream.partition if stream is not None else None
+        if number is None:  # outside an agent: where the default partitioner puts this key
+            number = partition_for_key(key_bytes, self.partitions or self.app.conf.topic_partitions)
+        part = self._owned.get(number)
+        if part is None:
+            raise TableError(
+                f"table {self.name!r}: partition {number} is not owned by this worker "
+                "(tables are read and written from agents on a co-partitioned topic, or for keys whose "
+                "partition this worker owns)"
+            )
+        return part
+
+    # -- the dict interface -------------------------------------------
+
+    def _lookup(self, key: Any) -> Any:
+        key_bytes = self.key_codec.dumps(key)
+        part = self._partition(key_bytes)
+        value = part.buffer.get(key_bytes, _MISSING)
+        if value is _MISSING:
+            value = part.flushing.get(key_bytes, _MISSING)
+        if value is _MISSING:
+            raw = part.store.get(key_bytes)
+            return _MISSING if raw is None else self.value_codec.loads(raw)
+        return _MISSING if value is _DELETED else value
+
+    def __getitem__(self, key: Any) -> Any:
+        value = self._lookup(key)
+        if value is _MISSING:
+            if self.default is None:
+                raise KeyError(key)
+            return self.default()
+        return value
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        value = self._lookup(key)
+        return default if value is _MISSING else value
+
+    def __contains__(self, key: Any) -> bool:
+        return self._lookup(key) is not _MISSING
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        key_bytes = self.key_codec.dumps(key)
+        self._partition(key_bytes).buffer[key_bytes] = value
+
+    def __delitem__(self, key: Any) -> None:
+        key_bytes = self.key_codec.dumps(key)
+        self._partition(key_bytes).buffer[key_bytes] = _DELETED
+
+    def items(self, partition: int | None = None) -> Iterator[tuple[Any, Any]]:
+        """Key/value pairs of one owned partition, or of all owned partitions, buffer included."""
+        numbers = sorted(self._owned) if partition is None else [partition]
+        for number in numbers:
+            part = self._owned[number]
+            overlay = {**part.flushing, **part.buffer}
+            for key_bytes, raw in part.store.items():
+                if key_bytes not in overlay:
+                    yield self.key_codec.loads(key_bytes), self.value_codec.loads(raw)
+            for key_bytes, value in overlay.items():
+                if value is not _DELETED:
+                    yield self.key_codec.loads(key_bytes), value
+
+    def as_dict(self) -> dict[Any, Any]:
+        """Everything this worker owns, as a plain dict."""
+        return dict(self.items())
+
+    # -- partitions, checkpoints and recovery (called by the runtime) --
+
+    @property
+    def owned(self) -> list[int]:
+        return sorted(self._owned)
+
+    def open_partition(self, number: int) -> ByteStore:
+        part = self._owned.get(number)
+        if part is None:
+            part = self._owned[number] = _Partition(open_store(self.store_url, self.store_path(number)))
+        return part.store
+
+    def close_partition(self, number: int) -> None:
+        part = self._owned.pop(number, None)
+        if part is not None:
+            if part.buffer or part.flushing:
+                log.warning("table %s[%d] closed with unflushed writes; the changelog replay redoes them",
+                            self.name, number)
+            part.store.close()
+
+    def close(self) -> None:
+        for number in list(self._owned):
+            self.close_partition(number)
+
+    def has_changes(self) -> bool:
+        return any(part.buffer or part.flushing for part in self._owned.values())
+
+    async def send_changes(self, producer: Producer) -> dict[int, Awaitable[RecordMetadata]]:
+        """Start a checkpoint: move each buffer aside and send its latest values to the changelog."""
+        last: dict[int, Awaitable[RecordMetadata]] = {}
+        encode = self.value_codec.dumps
+        for number, part in self._owned.items():
+            if part.flushing:  # the last checkpoint failed half-way: its writes are still to be sent
+                part.buffer = {**part.flushing, **part.buffer}
+            if not part.buffer:
+                continue
+            part.flushing, part.buffer = part.buffer, {}
+            part.encoded = {k: None if v is _DELETED else encode(v) for k, v in part.flushing.items()}
+            for key_bytes, raw in part.encoded.items():
+                last[number] = await producer.send(self.changelog.name, raw, key=key_bytes, partition=number)
+        return last
+
+    async def apply_changes(self, sent: dict[int, Awaitable[RecordMetadata]]) -> None:
+        """Finish a checkpoint (after the producer flushed): write each flushed buffer with its offset."""
+        for number, delivery in sent.items():
+            offset = (await delivery).offset
+            part = self._owned.get(number)
+            if part is None:
+                continue
+            part.store.write(part.encoded, offset)
+            part.flushing, part.encoded = {}, {}
