@@ -25,7 +25,7 @@ from grey.codecs import CodecError
 from grey.config import ConfigError, Settings
 from grey.runtime.actor import Actor, AgentStopped
 from grey.runtime.partitions import PartitionState
-from grey.tables.recovery import recover_partition
+from grey.tables.recovery import Recovered, recover_partition
 from grey.tables.table import Table
 from grey.topics import Topic
 from grey.transport import TP, Consumer, Message, Producer, Transport, open_transport
@@ -95,6 +95,7 @@ class Runtime:
         self._actor_tasks: list[asyncio.Task[None]] = []
         self._recoveries: set[asyncio.Task[None]] = set()
         self.recovering: set[int] = set()  # partition numbers whose tables are being rebuilt
+        self.recovered: list[Recovered] = []
         self._commit_lock = asyncio.Lock()
         self._commit_wanted = asyncio.Event()
         self._since_commit = 0
@@ -256,7 +257,7 @@ class Runtime:
         try:
             for number in sorted(numbers):
                 for table in self.app.tables:
-                    await recover_partition(table, number, self.transport, self.conf.client)
+                    self.recovered.append(await recover_partition(table, number, self.transport, self.conf.client))
                 self.recovering.discard(number)
         except asyncio.CancelledError:
             raise

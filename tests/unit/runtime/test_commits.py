@@ -7,14 +7,7 @@ import asyncio
 import grey
 from grey.transport import TP
 from grey.transport.memory import MemoryBroker
-
-
-async def wait_for(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
+from tests.waiting import wait_for
 
 
 def committed(unique: str, group: str, tp: TP) -> int | None:

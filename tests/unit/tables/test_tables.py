@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -14,14 +13,7 @@ from grey.config import ConfigError
 from grey.tables import Table
 from grey.transport import TP
 from grey.transport.memory import MemoryBroker
-
-
-async def wait_for(condition, seconds: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
+from tests.waiting import wait_for
 
 
 def counting_app(unique: str, data_dir: Path, store: str = "rocksdb://") -> tuple[grey.App, grey.Topic, Table]:
