@@ -173,6 +173,17 @@ class Stream:
         return batch.partition if batch else None
 
     @property
+    def current_timestamp(self) -> float:
+        """The Kafka timestamp (seconds) of the event in hand, or of the last event of the batch."""
+        chunk = self._chunk
+        if chunk is not None:
+            return chunk.messages[chunk.done].timestamp / 1000.0
+        batch = self.current_batch
+        if batch is None:
+            raise LookupError("no event in hand")
+        return batch.messages[-1].timestamp / 1000.0
+
+    @property
     def current_event(self) -> Event | None:
         """The event whose value the agent holds now (key, headers, topic, partition, offset, timestamp)."""
         chunk = self._chunk

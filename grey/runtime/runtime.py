@@ -133,6 +133,9 @@ class Runtime:
                                  for a in self._actors]
             self._tasks.append(loop.create_task(self._fetch_loop(), name="grey-fetch"))
             self._tasks.append(loop.create_task(self._commit_loop(), name="grey-commit"))
+            for table in self.app.tables:
+                if table.listener is not None:  # windows close on a clock as well as on events
+                    self._tasks.append(loop.create_task(self._tick(table), name=f"grey-windows:{table.name}"))
         if self.run_timers:
             for seconds, fun in self.app.timers:
                 self._tasks.append(loop.create_task(self._timer(seconds, fun), name=f"grey-timer:{fun.__name__}"))
@@ -258,6 +261,7 @@ class Runtime:
             for number in sorted(numbers):
                 for table in self.app.tables:
                     self.recovered.append(await recover_partition(table, number, self.transport, self.conf.client))
+                    table.partition_ready(number)
                 self.recovering.discard(number)
         except asyncio.CancelledError:
             raise
@@ -467,6 +471,18 @@ class Runtime:
             log.error("partition %s[%d] is stopped: nothing after %s is processed or committed until the "
                       "worker restarts (on_error='stop_partition')", tp.topic, tp.partition, where)
         return True
+
+    async def _tick(self, table: Table, seconds: float = 0.25) -> None:
+        listener = table.listener
+        assert listener is not None
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await listener.tick()
+            except Exception as exc:
+                log.exception("closing windows of table %s failed", table.name)
+                self.crash(exc)
+                return
 
     async def _timer(self, seconds: float, fun: TaskFun) -> None:
         while True:

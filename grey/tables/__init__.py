@@ -1,21 +1,31 @@
 """Tables: RocksDB (or memory) state per partition, changelogged to Kafka and recovered after crashes.
 
-Windows, idempotency keys and the ``grey tables`` command are still to come
-(see the tables issue); what is here is the keyed table, its stores, its
-changelog and its recovery.
+Idempotency keys and the ``grey tables`` command are still to come (see the
+tables issue).
 """
 
+from grey.tables.aggregations import Aggregation, Avg, Count, Max, Min, Sum
+from grey.tables.errors import TableError
 from grey.tables.recovery import Recovered, recover_partition
 from grey.tables.stores import ByteStore, MemoryStore, RocksStore, open_store
-from grey.tables.table import Table, TableError
+from grey.tables.table import Table
+from grey.tables.windows import Window, WindowedTable
 
 __all__ = [
+    "Aggregation",
+    "Avg",
     "ByteStore",
+    "Count",
+    "Max",
     "MemoryStore",
+    "Min",
     "Recovered",
     "RocksStore",
+    "Sum",
     "Table",
     "TableError",
+    "Window",
+    "WindowedTable",
     "open_store",
     "recover_partition",
 ]

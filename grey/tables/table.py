@@ -12,14 +12,17 @@ only then commits the source offsets.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from grey.agents.stream import current_stream
 from grey.codecs import Codec, codec_for
 from grey.config import Settings
+from grey.tables.aggregations import Aggregation
+from grey.tables.errors import TableError
 from grey.tables.stores import ByteStore, open_store
+from grey.tables.windows import OnClose, TimeOf, WindowedTable
 from grey.topics import Topic
 from grey.transport._murmur2 import partition_for_key
 from grey.transport.base import Producer, RecordMetadata
@@ -40,11 +43,12 @@ class TableOwner(Protocol):
               key_serializer: str | Codec | None = ..., value_serializer: str | Codec | None = ...) -> Topic: ...
 
 
-class TableError(KeyError):
-    """A table was used where it has no partition (see the message for the fix)."""
+class PartitionListener(Protocol):
+    """Something built on a table (a windowed view) that keeps per-partition state of its own."""
 
-    def __str__(self) -> str:
-        return str(self.args[0])
+    def partition_ready(self, number: int) -> None: ...
+    def partition_closed(self, number: int) -> None: ...
+    async def tick(self) -> None: ...
 
 
 class _Partition:
@@ -87,6 +91,7 @@ class Table:
             key_serializer="raw", value_serializer="raw",
         )
         self._owned: dict[int, _Partition] = {}
+        self.listener: PartitionListener | None = None
 
     def __repr__(self) -> str:
         return f"<Table {self.name} partitions={self.partitions} store={self.store_url}>"
@@ -114,6 +119,55 @@ class Table:
                 "partition this worker owns)"
             )
         return part
+
+    # -- windowed views ---------------------------------------------------
+
+    def tumbling(
+        self, size: float, *, grace: float = 0.0, expires: float | None = None,
+        aggregations: Mapping[str, Aggregation], time: TimeOf = None, on_close: OnClose = None,
+        idle_close: float | None = 10.0,
+    ) -> WindowedTable:
+        """Windows of ``size`` seconds, one after another (see :class:`WindowedTable`)."""
+        return WindowedTable(self, size=size, grace=grace, expires=expires, aggregations=aggregations,
+                             time=time, on_close=on_close, idle_close=idle_close)
+
+    def hopping(
+        self, size: float, step: float, *, grace: float = 0.0, expires: float | None = None,
+        aggregations: Mapping[str, Aggregation], time: TimeOf = None, on_close: OnClose = None,
+        idle_close: float | None = 10.0,
+    ) -> WindowedTable:
+        """Windows of ``size`` seconds starting every ``step`` seconds (they overlap)."""
+        return WindowedTable(self, size=size, step=step, grace=grace, expires=expires,
+                             aggregations=aggregations, time=time, on_close=on_close, idle_close=idle_close)
+
+    # -- by partition and encoded key (for views built on the table) ---
+
+    def read(self, number: int, key_bytes: bytes) -> Any:
+        """The value under an encoded key in an owned partition, or None."""
+        part = self._owned[number]
+        value = part.buffer.get(key_bytes, _MISSING)
+        if value is _MISSING:
+            value = part.flushing.get(key_bytes, _MISSING)
+        if value is _MISSING:
+            raw = part.store.get(key_bytes)
+            return None if raw is None else self.value_codec.loads(raw)
+        return None if value is _DELETED else value
+
+    def write(self, number: int, key_bytes: bytes, value: Any) -> None:
+        """Set (or with None, delete) an encoded key in an owned partition."""
+        self._owned[number].buffer[key_bytes] = _DELETED if value is None else value
+
+    def raw_items(self, number: int) -> Iterator[tuple[bytes, Any]]:
+        """Encoded keys and values of an owned partition, buffer included, in key order."""
+        part = self._owned[number]
+        overlay = {**part.flushing, **part.buffer}
+        loads = self.value_codec.loads
+        merged: dict[bytes, Any] = {k: loads(v) for k, v in part.store.items() if k not in overlay}
+        for key_bytes, value in overlay.items():
+            if value is not _DELETED:
+                merged[key_bytes] = value
+        for key_bytes in sorted(merged):
+            yield key_bytes, merged[key_bytes]
 
     # -- the dict interface -------------------------------------------
 
@@ -180,7 +234,14 @@ class Table:
             part = self._owned[number] = _Partition(open_store(self.store_url, self.store_path(number)))
         return part.store
 
+    def partition_ready(self, number: int) -> None:
+        """Called by the runtime once the partition is recovered."""
+        if self.listener is not None:
+            self.listener.partition_ready(number)
+
     def close_partition(self, number: int) -> None:
+        if self.listener is not None:
+            self.listener.partition_closed(number)
         part = self._owned.pop(number, None)
         if part is not None:
             if part.buffer or part.flushing:
