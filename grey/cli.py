@@ -102,6 +102,53 @@ def _cmd_send(args: argparse.Namespace) -> None:
     print(asyncio.run(_send(app, args.topic, args.key, value, args.broker)))
 
 
+def table_report(app: App, name: str | None, data_dir: str | None, limit: int | None) -> str:
+    """The contents of the app's local table stores (read-only: a running worker may hold them)."""
+    from pathlib import Path
+
+    from grey.tables.display import render
+    from grey.tables.stores import read_store
+    from grey.tables.windows import WindowedTable
+
+    tables = [t for t in app.tables if name is None or t.name == name]
+    if not tables:
+        known = ", ".join(t.name for t in app.tables) or "none"
+        raise UsageError(f"app {app.id!r} has no table {name!r} (tables: {known})")
+    if data_dir is not None:
+        app.conf.data_dir = data_dir
+    reports = []
+    for table in tables:
+        root = Path(app.conf.data_dir) / app.id / "tables" / table.name
+        parts = sorted((p for p in root.glob("*") if p.name.isdigit()), key=lambda p: int(p.name))
+        if not parts:
+            reports.append(f"table {table.name}: no local store under {root}")
+            continue
+        view = table.listener if isinstance(table.listener, WindowedTable) else None
+        rows: list[list[object]] = []
+        offsets = []
+        for part in parts:
+            items, offset = read_store(part)
+            offsets.append(f"{part.name}@{offset}")
+            for key_bytes, raw in items:
+                value = table.value_codec.loads(raw)
+                if view is not None:
+                    window = view.window_of(key_bytes)
+                    rows.append([int(part.name), window[0], window[1].start, window[1].end,
+                                 *view.results(value).values()])
+                else:
+                    rows.append([int(part.name), table.key_codec.loads(key_bytes), value])
+        headers = (["partition", "key", "start", "end", *view.names] if view is not None
+                   else ["partition", "key", "value"])
+        title = f"table {table.name} ({root}; changelog offsets {', '.join(offsets)})"
+        reports.append(render(title, headers, rows, limit))
+    return "\n\n".join(reports)
+
+
+def _cmd_tables(args: argparse.Namespace) -> None:
+    app = load_app(args.app)
+    print(table_report(app, args.table, args.data_dir, None if args.limit == 0 else args.limit))
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="grey", description="Stream processing over Apache Kafka.")
     sub = root.add_subparsers(dest="command", required=True)
@@ -119,6 +166,13 @@ def parser() -> argparse.ArgumentParser:
     topics.add_argument("action", choices=["create", "list"])
     with_app(topics)
     topics.set_defaults(func=_cmd_topics)
+
+    tables = sub.add_parser("tables", help="print the app's tables from their local stores")
+    tables.add_argument("-A", "--app", required=True, help="module or module:attribute holding the grey.App")
+    tables.add_argument("--table", help="only this table")
+    tables.add_argument("--data-dir", help="the stores' folder (default: the app's data_dir)")
+    tables.add_argument("--limit", type=int, default=100, help="rows per table (0: all)")
+    tables.set_defaults(func=_cmd_tables)
 
     send = sub.add_parser("send", help="send one record to a topic")
     with_app(send)

@@ -1,11 +1,12 @@
 """Tables: RocksDB (or memory) state per partition, changelogged to Kafka and recovered after crashes.
 
-Idempotency keys and the ``grey tables`` command are still to come (see the
-tables issue).
+Windowed views (``table.tumbling``/``table.hopping``) and idempotency keys
+are built on the keyed table.
 """
 
 from grey.tables.aggregations import Aggregation, Avg, Count, Max, Min, Sum
 from grey.tables.errors import TableError
+from grey.tables.idempotency import IdempotencyKeys, idempotency_key
 from grey.tables.recovery import Recovered, recover_partition
 from grey.tables.stores import ByteStore, MemoryStore, RocksStore, open_store
 from grey.tables.table import Table
@@ -16,6 +17,7 @@ __all__ = [
     "Avg",
     "ByteStore",
     "Count",
+    "IdempotencyKeys",
     "Max",
     "MemoryStore",
     "Min",
@@ -26,6 +28,7 @@ __all__ = [
     "TableError",
     "Window",
     "WindowedTable",
+    "idempotency_key",
     "open_store",
     "recover_partition",
 ]

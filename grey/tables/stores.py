@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import AccessType, Options, Rdict, WriteBatch
 
 _OFFSET_KEY = b"changelog-offset"
 _META = "grey-meta"
@@ -132,6 +132,24 @@ class RocksStore:
         # the column-family objects hold the database open; release them first
         del self._meta, self._meta_handle
         self._db.close()
+
+
+def read_store(path: Path) -> tuple[list[tuple[bytes, bytes]], int | None]:
+    """Everything in a RocksDB table store, read-only, so a running worker may hold it open."""
+    families = Rdict.list_cf(str(path), Options(raw_mode=True))
+    db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only(),
+               column_families={cf: Options(raw_mode=True) for cf in families if cf != "default"})
+    try:
+        items = [(k, v) for k, v in db.items()]
+        offset = None
+        if _META in families:
+            meta = db.get_column_family(_META)
+            raw = meta.get(_OFFSET_KEY)
+            offset = None if raw is None else int(raw)
+            del meta
+        return items, offset  # type: ignore[return-value]
+    finally:
+        db.close()
 
 
 def open_store(url: str, path: Path) -> ByteStore:

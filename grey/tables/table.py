@@ -20,6 +20,7 @@ from grey.agents.stream import current_stream
 from grey.codecs import Codec, codec_for
 from grey.config import Settings
 from grey.tables.aggregations import Aggregation
+from grey.tables.display import render
 from grey.tables.errors import TableError
 from grey.tables.stores import ByteStore, open_store
 from grey.tables.windows import OnClose, TimeOf, WindowedTable
@@ -217,6 +218,14 @@ class Table:
             for key_bytes, value in overlay.items():
                 if value is not _DELETED:
                     yield self.key_codec.loads(key_bytes), value
+
+    def as_ansitable(self, limit: int | None = 100) -> str:
+        """The owned contents as a text table (keys sorted by their encoding)."""
+        if self.listener is not None and hasattr(self.listener, "as_ansitable"):
+            text: str = self.listener.as_ansitable(limit)
+            return text
+        rows = sorted(self.items(), key=lambda kv: self.key_codec.dumps(kv[0]))
+        return render(f"table {self.name} (partitions {self.owned})", ["key", "value"], rows, limit)
 
     def as_dict(self) -> dict[Any, Any]:
         """Everything this worker owns, as a plain dict."""

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from grey.agents.stream import current_stream
 from grey.codecs import Codec
 from grey.tables.aggregations import Aggregation
+from grey.tables.display import render
 from grey.tables.errors import TableError
 from grey.topics import Topic
 
@@ -192,6 +193,16 @@ class WindowedTable:
             for key_bytes, state in self.table.raw_items(number):
                 key, start = self._keys.loads(key_bytes)
                 yield (key, Window(start / 1000, (start + self.size_ms) / 1000)), self.results(state)
+
+    def as_ansitable(self, limit: int | None = 100) -> str:
+        """Every stored window of the owned partitions as a text table."""
+        rows = [[key, window.start, window.end, *results.values()] for (key, window), results in self.items()]
+        return render(f"windowed table {self.table.name}", ["key", "start", "end", *self.names], rows, limit)
+
+    def window_of(self, key_bytes: bytes) -> tuple[Any, Window]:
+        """The key and window of an encoded window key."""
+        key, start = self._keys.loads(key_bytes)
+        return key, Window(start / 1000, (start + self.size_ms) / 1000)
 
     def stream_time(self, partition: int) -> float | None:
         value = self._stream_time.get(partition)

@@ -1,0 +1,408 @@
+"""Windowed aggregation in grey tables against the raw aiokafka decode loop, and changelog recovery.
+
+    .venv/bin/python bench/bench_tables.py --events 1000000 --repeat 3
+
+The case study: per (user_id, event_type), count, sum(amount) and avg(latency) in 1-minute
+tumbling windows by event time (grace 5 minutes), at-least-once, on the local broker. The
+click events of bench_runtime.py are produced once to ``bench-tables-clicks-{N}-{partitions}``
+with event times spread over 10 minutes, so windows close as stream time advances. Every
+system runs in its own subprocess (``--run-one NAME``) with a fresh group and data_dir:
+
+* ``raw-aiokafka``: bench_runtime's getmany + msgspec decode loop (the baseline);
+* ``grey-windowed-rocksdb`` / ``grey-windowed-memory``: the windowed table with either store;
+* ``recover-rocksdb`` / ``recover-memory``: after the rocksdb run, a new process with an empty
+  data_dir and the same app id rebuilds all partitions from that run's changelog with
+  ``grey.tables.recover_partition``, as the runtime does on assignment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from bench_runtime import (  # the runtime benchmark's data, baseline loop and reporting
+    CHECKPOINT,
+    EVENT_TYPES,
+    PAGES,
+    ROOT,
+    USERS,
+    Click,
+    Job,
+    Tally,
+    _admin,
+    amount_for,
+    expected_total,
+    log,
+    machine,
+    record_count,
+    run_raw_aiokafka,
+    topic_partitions,
+)
+
+import grey
+from grey.tables import Avg, Count, Sum, Table, WindowedTable, recover_partition
+from grey.transport import TopicError, TopicSpec, open_transport
+from grey.transport.kafka import bootstrap_servers
+from grey.worker import tune_gc
+
+PLOT = ROOT / "docs" / "img" / "bench-tables.png"
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a whole minute: window starts are round
+SPAN = 600.0  # event times run over 10 minutes: ten 1-minute windows per key
+JITTER = 2.0  # each event up to 2 s earlier than its place in the stream: out of order, within grace
+WINDOW, GRACE = 60.0, 300.0
+BASELINE = "raw-aiokafka"
+RECOVERY_TARGET = 200_000  # changelog records/s
+Result = dict[str, Any]
+
+
+# -- the data set ----------------------------------------------------------------------------
+
+async def prepare_topic(broker: str, n: int, size: int, partitions: int) -> str:
+    """Make sure ``bench-tables-clicks-{n}-{partitions}`` holds exactly n click events."""
+    topic = f"bench-tables-clicks-{n}-{partitions}"
+    count = await record_count(broker, topic, partitions)
+    if count == n:
+        log(f"reusing {topic} ({n:,} records)")
+        return topic
+    if topic in await topic_partitions(broker):
+        log(f"{topic} holds {count} records, not {n:,}: deleting it")
+        await delete_topics(broker, [topic])
+    admin = _admin(broker)
+    await admin.start()
+    try:
+        for _ in range(60):  # a just-deleted topic may still be "marked for deletion" for a moment
+            try:
+                await admin.create_topics([TopicSpec(topic, partitions=partitions)])
+                break
+            except TopicError:
+                await asyncio.sleep(1)
+    finally:
+        await admin.stop()
+    await produce(broker, topic, n, size)
+    if (count := await record_count(broker, topic, partitions)) != n:
+        raise SystemExit(f"produced {n:,} records but {topic} holds {count}")
+    return topic
+
+
+async def delete_topics(broker: str, topics: list[str]) -> None:
+    existing = await topic_partitions(broker)
+    if not (doomed := [t for t in topics if t in existing]):
+        return
+    raw_admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker))
+    await raw_admin.start()
+    try:
+        await raw_admin.delete_topics(doomed)
+    finally:
+        await raw_admin.close()
+    while set(doomed) & set(await topic_partitions(broker)):
+        await asyncio.sleep(0.5)
+
+
+async def produce(broker: str, topic: str, n: int, size: int) -> None:
+    """bench_runtime's events (same amounts, so the same checksum), with event times T0 .. T0 + SPAN."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker), linger_ms=20,
+                                max_batch_size=256 * 1024, compression_type=None)
+    rng, encode, start = random.Random(42), msgspec.json.Encoder().encode, time.perf_counter()
+    await producer.start()
+    try:
+        for i in range(n):
+            user = f"u{rng.randrange(USERS)}"
+            event = {"user_id": user, "event_type": rng.choice(EVENT_TYPES), "amount": amount_for(i),
+                     "latency": round(rng.uniform(1, 500), 3),
+                     "timestamp": round(T0 + SPAN * i / n - rng.uniform(0, JITTER), 3),
+                     "page": rng.choice(PAGES), "pad": ""}
+            event["pad"] = "x" * max(0, size - len(encode(event)))
+            await producer.send(topic, encode(event), key=user.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    log(f"produced {n:,} events to {topic} in {time.perf_counter() - start:.1f}s")
+
+
+# -- the systems ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class TablesJob(Job):
+    app_id: str
+    data_dir: str
+
+
+def totals_table(app: grey.App, store: str) -> WindowedTable:
+    """The case study's table: per [user_id, event_type] and minute, count, sum(amount), avg(latency)."""
+    return app.Table("totals", key_type=tuple[str, str], store=store).tumbling(
+        WINDOW, grace=GRACE, aggregations={"count": Count(), "amount": Sum("amount"), "latency": Avg("latency")},
+        time="timestamp", idle_close=None)
+
+
+def measures(tally: Tally, peak_rss_kb: int) -> Result:
+    seconds = tally.last - tally.first
+    return {"events": tally.count, "seconds": round(seconds, 4), "events_per_s": round(tally.count / seconds, 1),
+            "cpu_s": round(tally.cpu_last - tally.cpu_first, 3), "peak_rss_mb": round(peak_rss_kb / 1024, 1)}
+
+
+def peak_rss_kb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+async def run_raw(job: TablesJob) -> Result:
+    tally = await run_raw_aiokafka(job)
+    if tally.count != job.events or tally.total != expected_total(job.events):
+        raise SystemExit(f"raw-aiokafka: WRONG RESULT: {tally.count:,} events summing to {tally.total!r}")
+    return measures(tally, peak_rss_kb())
+
+
+def windowed_runner(store: str) -> Callable[[TablesJob], Coroutine[Any, Any, Result]]:
+    async def run(job: TablesJob) -> Result:
+        app = grey.App(job.app_id, broker=job.broker, checkpoint_interval=CHECKPOINT, data_dir=job.data_dir)
+        topic = app.topic(job.topic, key_type=str, value_type=Click, partitions=job.partitions)
+        totals = totals_table(app, store)
+        tally, done, n = Tally(), asyncio.Event(), job.events
+
+        @app.agent(topic, name="aggregate")
+        async def aggregate(stream: grey.Stream) -> None:
+            async for batch in stream.batches(max=1000):
+                if not tally.count:
+                    tally.start()
+                for c in batch:
+                    totals.update((c.user_id, c.event_type), c)
+                tally.count += len(batch)
+                if tally.count == n:
+                    tally.stop()
+                    done.set()
+
+        async with app.running() as runtime:
+            tune_gc()  # what `grey worker` does after start
+            assert runtime.crashed is not None
+            waiter: asyncio.Future[Any] = asyncio.ensure_future(done.wait())
+            await asyncio.wait([waiter, runtime.crashed], timeout=job.timeout, return_when=asyncio.FIRST_COMPLETED)
+            if not waiter.done():
+                waiter.cancel()
+                raise RuntimeError(f"{tally.count:,} of {n:,} events in {job.timeout}s (or the app crashed)")
+            rss = peak_rss_kb()
+            await asyncio.sleep(0.5)  # a tick or two: the windows due at the final stream time close
+            windows = count = 0
+            amount = 0.0
+            for _, results in totals.items():  # every event is in exactly one tumbling window
+                windows, count, amount = windows + 1, count + results["count"], amount + results["amount"]
+        if count != n or amount != expected_total(n):
+            raise SystemExit(f"{store}: WRONG RESULT: the windows hold {count:,} events summing to {amount!r}")
+        changelog = await record_count(job.broker, f"{job.app_id}-totals-changelog", job.partitions)
+        return {**measures(tally, rss), "windows": windows, "closed_windows": totals.closed_windows,
+                "late_events": totals.late_events, "changelog_records": changelog}
+
+    return run
+
+
+def recovery_runner(store: str) -> Callable[[TablesJob], Coroutine[Any, Any, Result]]:
+    """Rebuild every partition of the changelog of app ``job.app_id`` into an empty ``store``."""
+
+    async def run(job: TablesJob) -> Result:
+        app = grey.App(job.app_id, broker=job.broker, data_dir=job.data_dir)
+        table = totals_table(app, store).table
+        assert isinstance(table, Table)
+        table.use_partitions(job.partitions)
+        transport = open_transport(app.conf.broker)
+        tune_gc()
+        started, cpu = time.perf_counter(), time.process_time()
+        done = [await recover_partition(table, p, transport, app.conf.client) for p in range(job.partitions)]
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        keys = sum(len(table.open_partition(p)) for p in range(job.partitions))
+        table.close()
+        records = sum(r.records for r in done)
+        return {"records": records, "keys": keys, "seconds": round(seconds, 4),
+                "records_per_s": round(records / seconds, 1), "cpu_s": round(cpu, 3),
+                "peak_rss_mb": round(peak_rss_kb() / 1024, 1)}
+
+    return run
+
+
+SYSTEMS: dict[str, Callable[[TablesJob], Coroutine[Any, Any, Result]]] = {
+    "raw-aiokafka": run_raw,
+    "grey-windowed-rocksdb": windowed_runner("rocksdb://"),
+    "grey-windowed-memory": windowed_runner("memory://"),
+    "recover-rocksdb": recovery_runner("rocksdb://"),
+    "recover-memory": recovery_runner("memory://"),
+}
+AGGREGATION = ["raw-aiokafka", "grey-windowed-rocksdb", "grey-windowed-memory"]
+RECOVERY = ["recover-rocksdb", "recover-memory"]
+
+
+def run_one(name: str, job: TablesJob, profile: str | None) -> Result:
+    if not profile:
+        return asyncio.run(SYSTEMS[name](job))
+    from pyinstrument import Profiler
+
+    with Profiler(interval=0.0005, async_mode="disabled") as profiler:
+        result = asyncio.run(SYSTEMS[name](job))
+    Path(profile).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+    return result
+
+
+def spawn(name: str, job: TablesJob) -> Result:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--run-one", name, "--topic", job.topic,
+           "--events", str(job.events), "--partitions", str(job.partitions), "--broker", job.broker,
+           "--app-id", job.app_id, "--data-dir", job.data_dir, "--timeout", str(job.timeout)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=job.timeout + 120, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed (exit {proc.returncode}); see its stderr above")
+    result: Result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def one_round(job: Job, names: list[str], scratch: Path) -> dict[str, Result]:
+    """Each system once; the recoveries read the changelog of this round's rocksdb run."""
+    apps = {name: f"bench-tables-{uuid.uuid4().hex[:8]}" for name in AGGREGATION}
+    out: dict[str, Result] = {}
+    try:
+        for name in names:
+            app_id = apps.get(name, apps["grey-windowed-rocksdb"])
+            data_dir = tempfile.mkdtemp(prefix=f"{name}-", dir=scratch)
+            out[name] = spawn(name, TablesJob(job.broker, job.topic, job.events, job.partitions, job.timeout,
+                                              app_id, data_dir))
+            log(f"  {name}: " + ", ".join(f"{k} {v:,}" for k, v in out[name].items()))
+    finally:  # each round writes ~1M changelog records per grey run: do not let them pile up
+        asyncio.run(delete_topics(job.broker, [f"{a}-totals-changelog" for a in apps.values()]))
+    return out
+
+
+# -- reporting ------------------------------------------------------------------------------------------
+
+def summarize(runs: dict[str, list[Result]]) -> dict[str, Result]:
+    """The median of each measure over the repeats, and the ratios to the baseline or the target."""
+    summary = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items() if rs}
+    base = summary.get(BASELINE)
+    for name, row in summary.items():
+        if "events_per_s" in row and base:
+            row["ratio_vs_raw"] = round(row["events_per_s"] / base["events_per_s"], 3)
+        if name in RECOVERY:
+            row["ratio_vs_target"] = round(row["records_per_s"] / RECOVERY_TARGET, 3)
+    return summary
+
+
+def table(summary: dict[str, Result]) -> str:
+    lines = [f"{'system':<22} {'events/s':>9} {'vs raw':>7} {'CPU s':>6} {'RSS MB':>7} {'windows':>8} "
+             f"{'closed':>7} {'late':>5} {'changelog':>10}"]
+    for name in (n for n in AGGREGATION if n in summary):
+        r = summary[name]
+        lines.append(f"{name:<22} {r['events_per_s']:>9,.0f} {r.get('ratio_vs_raw', 1):>7.0%} {r['cpu_s']:>6.2f} "
+                     f"{r['peak_rss_mb']:>7.0f} {r.get('windows', 0):>8,} {r.get('closed_windows', 0):>7,} "
+                     f"{r.get('late_events', 0):>5,} {r.get('changelog_records', 0):>10,}")
+    lines.append(f"\n{'recovery':<22} {'records':>9} {'seconds':>7} {'records/s':>10} {'vs 200k':>7} "
+                 f"{'CPU s':>6} {'RSS MB':>7} {'keys':>8}")
+    for name in (n for n in RECOVERY if n in summary):
+        r = summary[name]
+        lines.append(f"{name:<22} {r['records']:>9,} {r['seconds']:>7.2f} {r['records_per_s']:>10,.0f} "
+                     f"{r['ratio_vs_target']:>7.0%} {r['cpu_s']:>6.2f} {r['peak_rss_mb']:>7.0f} {r['keys']:>8,}")
+    return "\n".join(lines)
+
+
+def plot(summary: dict[str, Result], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [3, 2]})
+    panels = [(left, [n for n in AGGREGATION if n in summary], "events_per_s", "thousand events/s", "ratio_vs_raw",
+               "of raw"),
+              (right, [n for n in RECOVERY if n in summary], "records_per_s", "thousand changelog records/s",
+               "ratio_vs_target", "of 200k target")]
+    for ax, names, key, ylabel, ratio_key, ratio_text in panels:
+        if not names:
+            continue
+        rates = [summary[n][key] / 1000 for n in names]
+        bars = ax.bar([n.replace("grey-", "").replace("-", "\n", 1) for n in names], rates,
+                      color=["#888888" if n == BASELINE else "#3b7dd8" for n in names])
+        for bar, name in zip(bars, names, strict=True):
+            ratio = summary[name].get(ratio_key)
+            label = f"{bar.get_height():.0f}k" + (f"\n{ratio:.0%} {ratio_text}" if ratio is not None else "")
+            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
+                        fontsize=8, xytext=(0, 2), textcoords="offset points")
+        if key == "records_per_s":
+            ax.axhline(RECOVERY_TARGET / 1000, color="#d83b3b", linestyle="--", linewidth=1)
+        ax.set_ylabel(f"{ylabel} (median)")
+        ax.set_ylim(0, max([*rates, RECOVERY_TARGET / 1000 if key == "records_per_s" else 0]) * 1.3)
+        ax.tick_params(axis="x", labelsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--partitions", type=int, default=8)
+    p.add_argument("--size", type=int, default=500, help="approximate value size in bytes")
+    p.add_argument("--broker", default="kafka://127.0.0.1:9092")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument("--plot", type=Path, default=PLOT)
+    p.add_argument("--only", default=",".join(SYSTEMS), help="comma-separated: " + ", ".join(SYSTEMS))
+    p.add_argument("--timeout", type=float, default=0.0, help="seconds per run (default: scales with --events)")
+    p.add_argument("--profile", metavar="FILE", help="with --run-one: write a pyinstrument profile to FILE")
+    for hidden in ("--run-one", "--topic", "--app-id", "--data-dir"):
+        p.add_argument(hidden, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    timeout = args.timeout or max(120.0, args.events / 2_000)
+    if args.run_one:
+        one = TablesJob(args.broker, args.topic, args.events, args.partitions, timeout, args.app_id, args.data_dir)
+        print(json.dumps(run_one(args.run_one, one, args.profile)), flush=True)
+        return
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    if unknown := [n for n in names if n not in SYSTEMS]:
+        raise SystemExit(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
+    if set(names) & set(RECOVERY) and "grey-windowed-rocksdb" not in names:
+        raise SystemExit("the recoveries replay the changelog of grey-windowed-rocksdb: run it too")
+    names.sort(key=list(SYSTEMS).index)  # the recoveries after the run that writes their changelog
+    topic = asyncio.run(prepare_topic(args.broker, args.events, args.size, args.partitions))
+    job = Job(args.broker, topic, args.events, args.partitions, timeout)
+    runs: dict[str, list[Result]] = {n: [] for n in names}
+    with tempfile.TemporaryDirectory(prefix="bench-tables-") as scratch:
+        for rep in range(args.repeat):
+            log(f"[{rep + 1}/{args.repeat}]")
+            for name, result in one_round(job, names, Path(scratch)).items():
+                runs[name].append(result)
+    summary = summarize(runs)
+    print(table(summary))
+    facts = machine()
+    command = "python bench/bench_tables.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    report = {"date": dt.date.today().isoformat(), "command": command.strip(), "machine": facts,
+              "params": {"events": args.events, "partitions": args.partitions, "size": args.size,
+                         "repeat": args.repeat, "topic": topic, "event_time_span_s": SPAN, "jitter_s": JITTER,
+                         "window_s": WINDOW, "grace_s": GRACE, "checkpoint_interval": CHECKPOINT,
+                         "timing": "first event to last processed; recovery: all partitions, one after another",
+                         "rss": "resource.getrusage ru_maxrss of each system's own subprocess"},
+              "summary": summary, "runs": runs}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{report['date']}-tables.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    plot(summary, f"{args.events:,} events x ~{args.size} B, {args.partitions} partitions, 1-min tumbling windows, "
+                  f"Kafka {facts['kafka']}, {facts['cores']} cores (median of {args.repeat})", args.plot)
+    log(f"wrote {path} and {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
