@@ -23,6 +23,7 @@ from grey.agents.spec import AgentSpec
 from grey.agents.stream import Chunk, ChunkQueue, Stream
 from grey.codecs import CodecError
 from grey.config import ConfigError, Settings
+from grey.observability.metrics import DECODE_ERRORS, EVENTS_PROCESSED
 from grey.runtime.actor import Actor, AgentStopped
 from grey.runtime.partitions import PartitionState
 from grey.tables.recovery import Recovered, recover_partition
@@ -102,6 +103,7 @@ class Runtime:
         self._stopping = False
         self.started_at = 0.0
         self.processed = 0
+        self._events_metric = EVENTS_PROCESSED.labels(app.conf.id)
 
     # -- lifecycle ------------------------------------------------------
 
@@ -362,6 +364,7 @@ class Runtime:
     async def _reject(self, message: Message, exc: Exception, stage: str) -> None:
         """Report a record that cannot be processed; send it to the dead-letter topic if one is set."""
         self.decode_errors += 1
+        DECODE_ERRORS.labels(message.topic).inc()
         dlq = self.conf.dead_letter_topic
         log.error(
             "bad record at topic=%s partition=%d offset=%d (%s): %s%s",
@@ -381,6 +384,7 @@ class Runtime:
 
     def _on_processed(self, count: int) -> None:
         self.processed += count
+        self._events_metric.inc(count)
         self._since_commit += count
         if self._since_commit >= self.conf.checkpoint_interval:
             self._commit_wanted.set()

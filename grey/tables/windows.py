@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from grey.agents.stream import current_stream
 from grey.codecs import Codec
+from grey.observability.metrics import LATE_EVENTS, WINDOWS_CLOSED
 from grey.tables.aggregations import Aggregation
 from grey.tables.display import render
 from grey.tables.errors import TableError
@@ -161,6 +162,7 @@ class WindowedTable:
         for start in window_starts(t_ms, self.size_ms, self.step_ms):
             if start + self.size_ms + self.grace_ms <= stream_time:
                 self.late_events += 1
+                LATE_EVENTS.labels(self.table.name).inc()
                 continue
             key_bytes = self._keys.dumps((key, start))
             state = table.read(number, key_bytes)
@@ -244,6 +246,7 @@ class WindowedTable:
                 window = Window(start / 1000, (start + self.size_ms) / 1000)
                 self._to_emit.append((key, window, self.results(state)))
                 self.closed_windows += 1
+                WINDOWS_CLOSED.labels(self.table.name).inc()
                 closed.setdefault(start, set()).add(key_bytes)
         if self.expires_ms is not None:
             for start in sorted(s for s in closed if s + self.size_ms + self.expires_ms <= stream_time):

@@ -92,3 +92,18 @@ async def test_open_windows_survive_a_restart(unique: str, tmp_path: Path) -> No
         await topic2.send(Click(user="di", amount=4.0, latency=1.0, at=65), key="di")
         await wait_for(lambda: len(closed) == 1, 5)
     assert closed[0][2] == {"count": 2, "amount": 5.0, "latency": 1.0}  # rebuilt from the changelog
+
+
+async def test_late_events_and_closed_windows_are_metrics(unique: str, tmp_path: Path) -> None:
+    from prometheus_client import REGISTRY
+
+    closed: list[tuple[Any, Window, dict[str, Any]]] = []
+    app, topic, _ = clicks_app(unique, tmp_path, closed, grace=0.0, idle_close=None)
+    async with app.running() as runtime:
+        await topic.send(Click(user="ed", amount=1.0, latency=1.0, at=0), key="ed")
+        await topic.send(Click(user="ed", amount=1.0, latency=1.0, at=61), key="ed")
+        await topic.send(Click(user="ed", amount=1.0, latency=1.0, at=1), key="ed")  # window [0, 60) closed
+        await wait_for(lambda: runtime.processed == 3 and len(closed) == 1, 5)
+    assert REGISTRY.get_sample_value("grey_late_events_total", {"table": "totals"}) >= 1
+    assert REGISTRY.get_sample_value("grey_windows_closed_total", {"table": "totals"}) >= 1
+    assert REGISTRY.get_sample_value("grey_events_processed_total", {"app": unique}) == 3
