@@ -10,9 +10,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Protocol
-
-from rocksdict import AccessType, Options, Rdict, WriteBatch
+from typing import Any, Protocol
 
 _OFFSET_KEY = b"changelog-offset"
 _META = "grey-meta"
@@ -70,11 +68,12 @@ class MemoryStore:
         return None
 
 
-def _options() -> Options:
-    options = Options(raw_mode=True)
-    options.create_if_missing(True)
-    options.create_missing_column_families(True)
-    return options
+def _rocksdict() -> Any:
+    try:
+        import rocksdict
+    except ImportError:  # pragma: no cover - depends on the install
+        raise ImportError("store rocksdb:// needs rocksdict: pip install 'grey[rocksdb]'") from None
+    return rocksdict
 
 
 class RocksStore:
@@ -85,13 +84,17 @@ class RocksStore:
         self._open()
 
     def _open(self) -> None:
+        rd = self._rd = _rocksdict()
         path = self.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        families = Rdict.list_cf(str(path), Options(raw_mode=True)) if (path / "CURRENT").exists() else []
-        self._db = Rdict(str(path), options=_options(),
-                         column_families={cf: Options(raw_mode=True) for cf in families if cf != "default"})
+        families = rd.Rdict.list_cf(str(path), rd.Options(raw_mode=True)) if (path / "CURRENT").exists() else []
+        options = rd.Options(raw_mode=True)
+        options.create_if_missing(True)
+        options.create_missing_column_families(True)
+        self._db = rd.Rdict(str(path), options=options,
+                            column_families={cf: rd.Options(raw_mode=True) for cf in families if cf != "default"})
         if _META not in families:
-            self._db.create_column_family(_META, Options(raw_mode=True))
+            self._db.create_column_family(_META, rd.Options(raw_mode=True))
         self._meta = self._db.get_column_family(_META)
         self._meta_handle = self._db.get_column_family_handle(_META)
 
@@ -100,7 +103,7 @@ class RocksStore:
         return value
 
     def write(self, changes: Mapping[bytes, bytes | None], offset: int | None) -> None:
-        batch = WriteBatch(raw_mode=True)
+        batch = self._rd.WriteBatch(raw_mode=True)
         for key, value in changes.items():
             if value is None:
                 batch.delete(key)
@@ -136,9 +139,10 @@ class RocksStore:
 
 def read_store(path: Path) -> tuple[list[tuple[bytes, bytes]], int | None]:
     """Everything in a RocksDB table store, read-only, so a running worker may hold it open."""
-    families = Rdict.list_cf(str(path), Options(raw_mode=True))
-    db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only(),
-               column_families={cf: Options(raw_mode=True) for cf in families if cf != "default"})
+    rd = _rocksdict()
+    families = rd.Rdict.list_cf(str(path), rd.Options(raw_mode=True))
+    db = rd.Rdict(str(path), options=rd.Options(raw_mode=True), access_type=rd.AccessType.read_only(),
+                  column_families={cf: rd.Options(raw_mode=True) for cf in families if cf != "default"})
     try:
         items = [(k, v) for k, v in db.items()]
         offset = None
@@ -147,7 +151,7 @@ def read_store(path: Path) -> tuple[list[tuple[bytes, bytes]], int | None]:
             raw = meta.get(_OFFSET_KEY)
             offset = None if raw is None else int(raw)
             del meta
-        return items, offset  # type: ignore[return-value]
+        return items, offset
     finally:
         db.close()
 

@@ -38,3 +38,14 @@ def test_rocksdb_offset_is_not_a_user_key(tmp_path: Path) -> None:
     assert store.get(b"changelog-offset") == b"mine" and store.offset() == 5
     assert list(store.items()) == [(b"changelog-offset", b"mine")]
     store.close()
+
+
+def test_read_only_view_beside_an_open_store(tmp_path: Path) -> None:
+    from grey.tables.stores import read_store
+
+    store = RocksStore(tmp_path / "p0")  # a worker holds it open
+    store.write({b"a": b"1"}, 7)
+    assert read_store(tmp_path / "p0") == ([(b"a", b"1")], 7)
+    store.write({b"b": b"2"}, 8)
+    assert read_store(tmp_path / "p0") == ([(b"a", b"1"), (b"b", b"2")], 8)
+    store.close()
