@@ -166,6 +166,10 @@ class WindowedTable:
                 continue
             key_bytes = self._keys.dumps((key, start))
             state = table.read(number, key_bytes)
+            if state is not None and state[0]:  # closed before a restart set stream time back
+                self.late_events += 1
+                LATE_EVENTS.labels(self.table.name).inc()
+                continue
             if state is None:
                 state = [False, *(agg.initial() for agg in self.aggregations)]
                 open_windows.setdefault(start, set()).add(key_bytes)

@@ -107,3 +107,19 @@ async def test_late_events_and_closed_windows_are_metrics(unique: str, tmp_path:
     assert REGISTRY.get_sample_value("grey_late_events_total", {"table": "totals"}) >= 1
     assert REGISTRY.get_sample_value("grey_windows_closed_total", {"table": "totals"}) >= 1
     assert REGISTRY.get_sample_value("grey_events_processed_total", {"app": unique}) == 3
+
+
+async def test_a_window_closed_before_a_restart_stays_closed(unique: str, tmp_path: Path) -> None:
+    closed: list[tuple[Any, Window, dict[str, Any]]] = []
+    app, topic, _ = clicks_app(unique, tmp_path, closed, grace=30.0, idle_close=None)
+    async with app.running():
+        await topic.send(Click(user="fa", amount=1.0, latency=1.0, at=10), key="fa")
+        await topic.send(Click(user="fa", amount=1.0, latency=1.0, at=95), key="fa")  # closes [0, 60)
+        await wait_for(lambda: len(closed) == 1, 5)
+    again, topic2, totals = clicks_app(unique, tmp_path / "fresh", closed, grace=30.0, idle_close=None)
+    async with again.running() as runtime:
+        await wait_for(lambda: len(runtime.partitions) == 2 and not runtime.recovering, 5)
+        # recovered stream time is only a lower bound (60), so the grace rule alone would accept t=20
+        await topic2.send(Click(user="fa", amount=5.0, latency=1.0, at=20), key="fa")
+        await wait_for(lambda: totals.late_events == 1, 5)
+    assert len(closed) == 1 and closed[0][2]["count"] == 1
