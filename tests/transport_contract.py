@@ -225,3 +225,30 @@ async def check_commit_inside_revocation(url: str, prefix: str) -> None:
     finally:
         await b.stop()
         await a.stop()
+
+
+async def check_send_many_returns_the_last_offset(url: str, prefix: str) -> None:
+    topic = f"{prefix}-many"
+    await create(url, TopicSpec(topic, partitions=2))
+    transport = open_transport(url)
+    producer = transport.producer(settings(prefix))
+    await producer.start()
+    try:
+        await producer.send(topic, b"first", partition=1)
+        records = [(f"k{i}".encode(), b"x" * (i * 300)) for i in range(200)]  # more than one batch
+        last = await (await producer.send_many(topic, 1, records))
+        await producer.flush()
+    finally:
+        await producer.stop()
+    assert last == 200  # offset 0 was "first"
+
+    reader = transport.consumer(settings(""))
+    await reader.start()
+    try:
+        reader.assign([TP(topic, 1)])
+        reader.seek(TP(topic, 1), 0)
+        got = await drain(reader, 201)
+    finally:
+        await reader.stop()
+    assert [m.key for m in got[1:]] == [k for k, _ in records]
+    assert got[-1].offset == 200

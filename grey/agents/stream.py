@@ -105,8 +105,15 @@ class ChunkQueue:
         """Wait (up to ``wait`` seconds, or for ever) for the next live chunk; None on stop or timeout."""
         while True:
             chunk = self.take_nowait()
-            if chunk is not None or self._stopped:
-                return chunk
+            if chunk is not None:
+                # Let the fetch loop, the committer and window closing run between chunks: an agent
+                # that always finds work queued would otherwise never give the event loop back.
+                await asyncio.sleep(0)
+                if chunk.state.active and not chunk.state.stopped:  # still ours after that turn
+                    return chunk
+                continue
+            if self._stopped:
+                return None
             self._readable.clear()
             if wait is None:
                 await self._readable.wait()

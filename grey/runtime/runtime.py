@@ -152,8 +152,9 @@ class Runtime:
             return
         self._stopping = True
         fetch_and_timers = list(self._tasks)
-        for task in fetch_and_timers:
-            task.cancel()
+        async with self._commit_lock:  # never cancel the committer half-way through a checkpoint
+            for task in fetch_and_timers:
+                task.cancel()
         await asyncio.gather(*fetch_and_timers, return_exceptions=True)
         for actor in self._actors:
             actor.queue.stop()

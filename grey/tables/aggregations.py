@@ -6,6 +6,7 @@ turns it into a result when the window is read or closed.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -18,9 +19,13 @@ def _getter(field: Field) -> Callable[[Any], Any]:
     if callable(field):
         return field
     name = field
+    attribute = operator.attrgetter(name)  # a C call for records; dicts take the slow branch
 
     def get(value: Any) -> Any:
-        return value[name] if isinstance(value, dict) else getattr(value, name)
+        try:
+            return attribute(value)
+        except AttributeError:
+            return value[name]
 
     return get
 
@@ -55,7 +60,7 @@ class Count(Aggregation):
         return 0
 
     def add(self, state: Any, value: Any) -> int:
-        return int(state) + 1
+        return state + 1  # type: ignore[no-any-return]
 
 
 class Sum(Aggregation):
@@ -65,7 +70,7 @@ class Sum(Aggregation):
         return 0.0
 
     def add(self, state: Any, value: Any) -> float:
-        return float(state) + float(self.get(value))
+        return state + self.get(value)  # type: ignore[no-any-return]
 
 
 class Avg(Aggregation):
@@ -75,7 +80,9 @@ class Avg(Aggregation):
         return [0.0, 0.0]  # sum, count
 
     def add(self, state: Any, value: Any) -> list[float]:
-        return [state[0] + float(self.get(value)), state[1] + 1]
+        state[0] += self.get(value)
+        state[1] += 1
+        return state  # type: ignore[no-any-return]
 
     def result(self, state: Any) -> float | None:
         return state[0] / state[1] if state[1] else None

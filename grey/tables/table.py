@@ -26,7 +26,7 @@ from grey.tables.stores import ByteStore, open_store
 from grey.tables.windows import OnClose, TimeOf, WindowedTable
 from grey.topics import Topic
 from grey.transport._murmur2 import partition_for_key
-from grey.transport.base import Producer, RecordMetadata
+from grey.transport.base import Producer
 
 log = logging.getLogger(__name__)
 
@@ -265,9 +265,9 @@ class Table:
     def has_changes(self) -> bool:
         return any(part.buffer or part.flushing for part in self._owned.values())
 
-    async def send_changes(self, producer: Producer) -> dict[int, Awaitable[RecordMetadata]]:
+    async def send_changes(self, producer: Producer) -> dict[int, Awaitable[int]]:
         """Start a checkpoint: move each buffer aside and send its latest values to the changelog."""
-        last: dict[int, Awaitable[RecordMetadata]] = {}
+        last: dict[int, Awaitable[int]] = {}
         encode = self.value_codec.dumps
         for number, part in self._owned.items():
             if part.flushing:  # the last checkpoint failed half-way: its writes are still to be sent
@@ -276,14 +276,13 @@ class Table:
                 continue
             part.flushing, part.buffer = part.buffer, {}
             part.encoded = {k: None if v is _DELETED else encode(v) for k, v in part.flushing.items()}
-            for key_bytes, raw in part.encoded.items():
-                last[number] = await producer.send(self.changelog.name, raw, key=key_bytes, partition=number)
+            last[number] = await producer.send_many(self.changelog.name, number, list(part.encoded.items()))
         return last
 
-    async def apply_changes(self, sent: dict[int, Awaitable[RecordMetadata]]) -> None:
+    async def apply_changes(self, sent: dict[int, Awaitable[int]]) -> None:
         """Finish a checkpoint (after the producer flushed): write each flushed buffer with its offset."""
         for number, delivery in sent.items():
-            offset = (await delivery).offset
+            offset = await delivery
             part = self._owned.get(number)
             if part is None:
                 continue

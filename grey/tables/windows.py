@@ -123,6 +123,7 @@ class WindowedTable:
         self.expires_ms = None if expires is None else int(expires * 1000)
         self.names = list(aggregations)
         self.aggregations = list(aggregations.values())
+        self._adders = [(i, agg.add) for i, agg in enumerate(self.aggregations, 1)]
         self.time_of = _time_getter(time)
         self.on_close = on_close
         self.idle_close = idle_close
@@ -133,6 +134,7 @@ class WindowedTable:
         self._open: dict[int, dict[int, set[bytes]]] = {}  # partition -> start -> encoded keys
         self._closed: dict[int, dict[int, set[bytes]]] = {}
         self._last_event: dict[int, tuple[float, int]] = {}  # partition -> (wall clock, stream time)
+        self._closed_horizon: dict[int, int] = {}  # partition -> latest start of a window found closed
         self._to_emit: list[tuple[Any, Window, dict[str, Any]]] = []
         table.listener = self
 
@@ -152,29 +154,59 @@ class WindowedTable:
             timestamp = self.time_of(value) if self.time_of is not None else stream.current_timestamp
         return self.add(number, key, value, int(timestamp * 1000))
 
+    def update_many(self, values: Sequence[Any], key: Callable[[Any], Any]) -> int:
+        """:meth:`update` for a batch (one partition, as ``stream.batches()`` gives); returns how many applied."""
+        stream = current_stream.get()
+        number = stream.partition if stream is not None else None
+        if stream is None or number is None:
+            raise TableError(f"windowed table {self.table.name!r}: update_many() is called from an agent's stream")
+        time_of = self.time_of
+        if time_of is None:
+            stamp = stream.current_timestamp
+            return sum(self.add(number, key(v), v, int(stamp * 1000)) for v in values)
+        add = self.add
+        return sum(add(number, key(v), v, int(time_of(v) * 1000)) for v in values)
+
     def add(self, number: int, key: Any, value: Any, t_ms: int) -> bool:
         """:meth:`update` for an explicit partition and event time in milliseconds."""
-        stream_time = self._stream_time[number] = max(self._stream_time.get(number, t_ms), t_ms)
-        self._last_event[number] = (time.monotonic(), stream_time)
+        stream_time = self._stream_time.get(number)
+        if stream_time is None or t_ms > stream_time:
+            stream_time = self._stream_time[number] = t_ms
+        if self.idle_close is not None:
+            self._last_event[number] = (time.monotonic(), stream_time)
         applied = False
         table = self.table
-        open_windows = self._open.setdefault(number, {})
-        for start in window_starts(t_ms, self.size_ms, self.step_ms):
-            if start + self.size_ms + self.grace_ms <= stream_time:
+        open_windows = self._open.get(number)
+        if open_windows is None:
+            open_windows = self._open[number] = {}
+        size = self.size_ms
+        starts = (t_ms - t_ms % size,) if self.step_ms == size else window_starts(t_ms, size, self.step_ms)
+        key_tail = self._keys.inner.dumps(key)
+        late_before = stream_time - size - self.grace_ms  # a window starting at or before this has closed
+        for start in starts:
+            if start <= late_before:
                 self.late_events += 1
                 LATE_EVENTS.labels(self.table.name).inc()
                 continue
-            key_bytes = self._keys.dumps((key, start))
-            state = table.read(number, key_bytes)
-            if state is not None and state[0]:  # closed before a restart set stream time back
-                self.late_events += 1
-                LATE_EVENTS.labels(self.table.name).inc()
-                continue
+            key_bytes = _START.pack(start) + key_tail
+            indexed = open_windows.get(start)
+            if indexed is not None and key_bytes in indexed:
+                state = table.read(number, key_bytes)
+            elif start <= self._closed_horizon.get(number, -1):
+                # A restart sets stream time back to a lower bound, so this window may have been
+                # closed (and emitted) before it: only the stored flag can tell.
+                state = table.read(number, key_bytes)
+                if state is not None and state[0]:
+                    self.late_events += 1
+                    LATE_EVENTS.labels(self.table.name).inc()
+                    continue
+            else:
+                state = None  # not open, not closed: a new window, no store read needed
             if state is None:
                 state = [False, *(agg.initial() for agg in self.aggregations)]
                 open_windows.setdefault(start, set()).add(key_bytes)
-            for i, agg in enumerate(self.aggregations, 1):
-                state[i] = agg.add(state[i], value)
+            for i, fold in self._adders:
+                state[i] = fold(state[i], value)
             table.write(number, key_bytes, state)
             applied = True
         return applied
@@ -239,6 +271,8 @@ class WindowedTable:
             return
         open_windows = self._open.get(number, {})
         closed = self._closed.setdefault(number, {})
+        emit = self.on_close is not None
+        count = 0
         for start in sorted(s for s in open_windows if s + self.size_ms + self.grace_ms <= stream_time):
             for key_bytes in sorted(open_windows.pop(start)):
                 state = self.table.read(number, key_bytes)
@@ -246,12 +280,16 @@ class WindowedTable:
                     continue
                 state[0] = True
                 self.table.write(number, key_bytes, state)
-                key, _ = self._keys.loads(key_bytes)
-                window = Window(start / 1000, (start + self.size_ms) / 1000)
-                self._to_emit.append((key, window, self.results(state)))
-                self.closed_windows += 1
-                WINDOWS_CLOSED.labels(self.table.name).inc()
-                closed.setdefault(start, set()).add(key_bytes)
+                if emit:
+                    key, _ = self._keys.loads(key_bytes)
+                    window = Window(start / 1000, (start + self.size_ms) / 1000)
+                    self._to_emit.append((key, window, self.results(state)))
+                count += 1
+                if self.expires_ms is not None:  # only expiry needs to find closed windows again
+                    closed.setdefault(start, set()).add(key_bytes)
+        if count:
+            self.closed_windows += count
+            WINDOWS_CLOSED.labels(self.table.name).inc(count)
         if self.expires_ms is not None:
             for start in sorted(s for s in closed if s + self.size_ms + self.expires_ms <= stream_time):
                 for key_bytes in closed.pop(start):
@@ -275,16 +313,23 @@ class WindowedTable:
         open_windows: dict[int, set[bytes]] = {}
         closed: dict[int, set[bytes]] = {}
         latest = None
+        horizon = -1
         for key_bytes, state in self.table.raw_items(number):
             start = _START.unpack_from(key_bytes)[0]
-            (closed if state[0] else open_windows).setdefault(start, set()).add(key_bytes)
+            if not state[0]:
+                open_windows.setdefault(start, set()).add(key_bytes)
+            else:
+                horizon = max(horizon, start)
+                if self.expires_ms is not None:
+                    closed.setdefault(start, set()).add(key_bytes)
             latest = start if latest is None else max(latest, start)
         self._open[number], self._closed[number] = open_windows, closed
+        self._closed_horizon[number] = horizon
         if latest is not None:  # a lower bound: some event at or after the latest start was seen
             self._stream_time[number] = max(self._stream_time.get(number, latest), latest)
 
     def partition_closed(self, number: int) -> None:
-        for index in (self._open, self._closed, self._stream_time, self._last_event):
+        for index in (self._open, self._closed, self._stream_time, self._last_event, self._closed_horizon):
             index.pop(number, None)
 
 

@@ -179,6 +179,22 @@ class KafkaProducer:
         )
         return fut
 
+    async def send_many(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None]]
+    ) -> Awaitable[int]:
+        deliveries: list[tuple[Awaitable[RecordMetadata], int]] = []
+        batch, count = self._client.create_batch(), 0
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                deliveries.append((await self._client.send_batch(batch, topic, partition=partition), count))
+                batch, count = self._client.create_batch(), 0
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise TopicError(f"a record for {topic}[{partition}] is larger than batch_size allows")
+            count += 1
+        if count:
+            deliveries.append((await self._client.send_batch(batch, topic, partition=partition), count))
+        return _last_offset(deliveries)
+
     async def flush(self) -> None:
         await self._client.flush()
 
@@ -199,6 +215,14 @@ class KafkaProducer:
 
     async def abort_transaction(self) -> None:
         await self._client.abort_transaction()
+
+
+async def _last_offset(deliveries: list[tuple[Awaitable[RecordMetadata], int]]) -> int:
+    """A batch resolves to its base offset; the last record is count - 1 further (idempotent producer)."""
+    last = -1
+    for delivery, count in deliveries:
+        last = (await delivery).offset + count - 1
+    return last
 
 
 class KafkaAdmin:

@@ -388,6 +388,16 @@ class MemoryProducer:
         done.set_result(_Metadata(record.topic, record.partition, record.offset))
         return done
 
+    async def send_many(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None]]
+    ) -> Awaitable[int]:
+        last = -1
+        for key, value in records:
+            last = (await (await self.send(topic, value, key=key, partition=partition))).offset
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        done.set_result(last)
+        return done
+
     async def flush(self) -> None:
         return None
 

@@ -10,6 +10,7 @@ CHECKS = [
     contract.check_group_splits_partitions,
     contract.check_read_committed_hides_aborted,
     contract.check_commit_inside_revocation,
+    contract.check_send_many_returns_the_last_offset,
 ]
 
 

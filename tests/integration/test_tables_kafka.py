@@ -86,9 +86,11 @@ async def test_changelog_trimmed_by_retention_still_recovers(kafka_url: str, uni
     async with second.running() as runtime:
         expected += await produce(words2, 1000, start=1000)
         await wait_for(lambda: runtime.processed == 1000, 60)
-        # one more update of every key, in a later checkpoint, so each key's latest value is near the end
+        await runtime.commit()
+        # one more update of every key, in a checkpoint of its own, so each key's latest value is at the end
         expected += await produce(words2, 53, start=2000)
         await wait_for(lambda: runtime.processed == 1053, 60)
+        await runtime.commit()
     full = await read_changelog(kafka_url, changelog)
 
     # retention removes every record the first store has seen, and one more

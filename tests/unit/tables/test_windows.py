@@ -30,8 +30,7 @@ def clicks_app(unique: str, data_dir: Path, closed: list[tuple[Any, Window, dict
     @app.agent(topic, name="aggregate")
     async def aggregate(stream: grey.Stream) -> None:
         async for batch in stream.batches(max=100):
-            for click in batch:
-                totals.update(click.user, click)
+            totals.update_many(batch, key=lambda click: click.user)
 
     return app, topic, totals
 

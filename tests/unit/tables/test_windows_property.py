@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from grey.codecs import StrCodec
 from grey.tables import Avg, Count, Max, Min, Sum
-from grey.tables.windows import WindowedTable
+from grey.tables.windows import Window, WindowedTable
 
 
 class DictStorage:
@@ -79,17 +80,20 @@ def test_windows_match_the_reference(shape: tuple[int, int], grace: int, events:
                                      ticks: list[bool]) -> None:
     size, step = shape
     storage = DictStorage()
+    emitted_list: list[tuple[str, Window, dict[str, Any]]] = []
     windows = WindowedTable(
         storage, size=size / 1000, step=step / 1000, grace=grace / 1000,
         aggregations={"n": Count(), "total": Sum(), "mean": Avg(), "low": Min(), "high": Max()},
+        on_close=lambda key, window, results: emitted_list.append((key, window, results)),
     )
     for (key, t, value), tick in zip(events, ticks, strict=False):
         windows.add(0, key, value, t)
         if tick:  # closing at arbitrary moments must not change any result
             windows.close_due(0)
     windows.close_due(0)
-    emitted = {(key, int(w.start * 1000)): results for key, w, results in windows._to_emit}
+    asyncio.run(windows.tick())  # hands the closed windows to on_close
+    emitted = {(key, int(w.start * 1000)): results for key, w, results in emitted_list}
     expected, late = reference(events, size, step, grace)
     assert emitted == expected
     assert windows.late_events == late
-    assert len(windows._to_emit) == len(emitted)  # each window closed once
+    assert len(emitted_list) == len(emitted)  # each window closed once
