@@ -26,6 +26,7 @@ from grey.config import ConfigError, Settings
 from grey.observability.metrics import DECODE_ERRORS, EVENTS_PROCESSED
 from grey.runtime.actor import Actor, AgentStopped
 from grey.runtime.partitions import PartitionState
+from grey.tables.errors import TableError
 from grey.tables.recovery import Recovered, recover_partition
 from grey.tables.table import Table
 from grey.topics import Topic
@@ -461,6 +462,12 @@ class Runtime:
             tp, where = TP(event.topic, event.partition), f"offset {event.offset}"
         else:
             tp, where = None, "no event"
+        if isinstance(exc, TableError) and tp is not None and tp not in self.partitions:
+            # A rebalance took the partition (and its table partition) while the agent held its events:
+            # not a failure; the new owner processes them again from the committed offset.
+            log.info("agent %s: %s[%d] was revoked while processing %s; the new owner redoes it",
+                     agent.name, tp.topic, tp.partition, where)
+            return True
         self.failures.append(AgentFailure(agent.name, tp.topic if tp else None, tp.partition if tp else None,
                                           (batch.first_offset if batch else event.offset if event else None), exc))
         log.error("agent %s failed at topic=%s partition=%s %s: %r", agent.name,

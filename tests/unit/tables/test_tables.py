@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -107,3 +108,37 @@ async def test_table_outside_an_owned_partition_says_why(unique: str, tmp_path: 
     with pytest.raises(KeyError, match="not owned by this worker"):
         table["x"] = 1
     assert TP  # keep the import for symmetry with the runtime tests
+
+
+async def test_a_partition_revoked_mid_event_is_not_an_agent_failure(unique: str, tmp_path: Path) -> None:
+    gate = asyncio.Event()
+    holding = asyncio.Event()
+
+    def build(data_dir: Path) -> tuple[grey.App, grey.Topic, Table]:
+        app = grey.App(unique, broker=f"memory://{unique}", data_dir=str(data_dir))
+        topic = app.topic("words", key_type=str, value_type=str, partitions=2)
+        counts = app.Table("counts", default=int, key_type=str, value_type=int)
+
+        @app.agent(topic, name="count")
+        async def count(stream: grey.Stream) -> None:
+            async for word in stream:
+                if word == "slow":
+                    holding.set()
+                    await gate.wait()  # a rebalance happens meanwhile
+                counts[word] += 1
+
+        return app, topic, counts
+
+    a, topic, _ = build(tmp_path / "a")
+    b, _, counts_b = build(tmp_path / "b")
+    async with a.running() as ra:
+        await wait_for(lambda: len(ra.partitions) == 2)
+        await topic.send("slow", key="slow", partition=1)  # the memory broker gives partition 1 to b
+        await asyncio.wait_for(holding.wait(), 5)
+        async with b.running() as rb:
+            await wait_for(lambda: len(ra.partitions) == 1 and len(rb.partitions) == 1 and not rb.recovering)
+            gate.set()
+            await asyncio.sleep(0.1)
+            assert ra.failures == []  # the write to a partition it no longer owns is not an error
+            await wait_for(lambda: counts_b.as_dict() == {"slow": 1})  # the new owner redid the event
+            assert rb.failures == []
