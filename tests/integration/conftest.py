@@ -25,3 +25,17 @@ def kafka_url() -> str:
     if not _reachable(KAFKA_URL):
         pytest.fail(f"no Kafka at {KAFKA_URL}: start it with `scripts/services up kafka` (make test does)")
     return KAFKA_URL
+
+
+REDIS_URL = f"redis://127.0.0.1:{__import__('os').environ.get('GREY_REDIS_PORT', '6379')}/0"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    port = int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+    except OSError:
+        pytest.fail(f"no Redis at {REDIS_URL}: start it with `scripts/services up redis` (make test does)")
+    return REDIS_URL
