@@ -9,6 +9,7 @@ what Kafka really does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from grey.transport import TP, ClientSettings, TopicSpec, open_transport
 from grey.transport._murmur2 import partition_for_key
@@ -252,3 +253,71 @@ async def check_send_many_returns_the_last_offset(url: str, prefix: str) -> None
         await reader.stop()
     assert [m.key for m in got[1:]] == [k for k, _ in records]
     assert got[-1].offset == 200
+
+
+async def check_offsets_commit_only_with_the_transaction(url: str, prefix: str) -> None:
+    topic = f"{prefix}-txo"
+    await create(url, TopicSpec(topic, partitions=1))
+    transport = open_transport(url)
+    group = f"{prefix}-g"
+    producer = transport.producer(settings(prefix), transactional_id=f"{prefix}-tx")
+    await producer.start()
+    try:
+        await producer.begin_transaction()
+        await producer.send(topic, b"a", partition=0)
+        await producer.send_offsets_to_transaction({TP(topic, 0): 5}, group)
+        await producer.abort_transaction()
+        await producer.begin_transaction()
+        await producer.send(topic, b"b", partition=0)
+        await producer.send_offsets_to_transaction({TP(topic, 0): 7}, group)
+        await producer.commit_transaction()
+    finally:
+        await producer.stop()
+    probe = transport.consumer(settings(group))
+    await probe.start()
+    try:
+        assert await probe.committed(TP(topic, 0)) == 7  # the aborted 5 never took effect
+    finally:
+        await probe.stop()
+
+
+async def check_newer_producer_fences_the_older(url: str, prefix: str) -> None:
+    """Zombie fencing: a second producer with the same transactional id makes the first one fail."""
+    from grey.transport import ProducerFencedError
+
+    topic = f"{prefix}-fence"
+    await create(url, TopicSpec(topic, partitions=1))
+    transport = open_transport(url)
+    old = transport.producer(settings(prefix), transactional_id=f"{prefix}-group-0")
+    await old.start()
+    await old.begin_transaction()
+    await (await old.send(topic, b"zombie", partition=0))
+    new = transport.producer(settings(prefix), transactional_id=f"{prefix}-group-0")
+    await new.start()
+    try:
+        try:
+            await old.commit_transaction()
+        except ProducerFencedError:
+            pass
+        else:
+            raise AssertionError("the older producer committed after a newer one took its transactional id")
+        await new.begin_transaction()
+        await new.send(topic, b"owner", partition=0)
+        await new.commit_transaction()
+    finally:
+        await new.stop()
+        with contextlib.suppress(Exception):  # a fenced producer may complain on the way out
+            await old.stop()
+    reader = transport.consumer(settings(f"{prefix}-r", isolation_level="read_committed"))
+
+    async def noop(tps: set[TP]) -> None:
+        return None
+
+    reader.subscribe([topic], noop, noop)
+    await reader.start()
+    try:
+        got = await drain(reader, 1, timeout=15)
+        got += await drain(reader, 1, timeout=1)
+    finally:
+        await reader.stop()
+    assert [m.value for m in got] == [b"owner"]  # the zombie's write was aborted

@@ -66,6 +66,10 @@ class TopicError(Exception):
     """A topic could not be created or described; the message names it."""
 
 
+class ProducerFencedError(Exception):
+    """A newer producer took this transactional id: another worker owns the partition group now."""
+
+
 RevokeCallback = Callable[[set[TP]], Awaitable[None]]
 AssignCallback = Callable[[set[TP]], Awaitable[None]]
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import ProducerFenced
 
 from grey.transport.base import (
     TP,
@@ -17,6 +18,7 @@ from grey.transport.base import (
     ClientSettings,
     Headers,
     Message,
+    ProducerFencedError,
     RecordMetadata,
     RevokeCallback,
     TopicError,
@@ -211,7 +213,10 @@ class KafkaProducer:
         )
 
     async def commit_transaction(self) -> None:
-        await self._client.commit_transaction()
+        try:
+            await self._client.commit_transaction()
+        except ProducerFenced as exc:
+            raise ProducerFencedError(str(exc)) from exc
 
     async def abort_transaction(self) -> None:
         await self._client.abort_transaction()

@@ -25,6 +25,7 @@ from grey.transport.base import (
     ClientSettings,
     Headers,
     Message,
+    ProducerFencedError,
     RevokeCallback,
     TopicError,
     TopicSpec,
@@ -94,6 +95,7 @@ class MemoryBroker:
         self.groups: dict[str, _Group] = {}
         self._waiters: set[asyncio.Future[None]] = set()
         self._round_robin = itertools.count()
+        self._epochs: dict[str, tuple[int, MemoryProducer]] = {}  # transactional id -> (epoch, owner)
 
     @classmethod
     def named(cls, name: str) -> MemoryBroker:
@@ -158,6 +160,24 @@ class MemoryBroker:
                               None, None, (), txn, control=True)
             )
         self.wake()
+
+    def init_transactions(self, producer: MemoryProducer) -> int:
+        """Register a transactional producer; the previous one with the same id is fenced (as in Kafka)."""
+        assert producer.transactional_id is not None
+        epoch, previous = self._epochs.get(producer.transactional_id, (-1, None))
+        if previous is not None and previous._txn is not None:
+            txn, previous._txn = previous._txn, None  # its open transaction is aborted
+            self.end_transaction(txn, False, previous._touched)
+        self._epochs[producer.transactional_id] = (epoch + 1, producer)
+        return epoch + 1
+
+    def check_epoch(self, producer: MemoryProducer) -> None:
+        assert producer.transactional_id is not None
+        epoch, _ = self._epochs.get(producer.transactional_id, (-1, None))
+        if producer.epoch != epoch:
+            raise ProducerFencedError(
+                f"transactional id {producer.transactional_id!r} was taken by a newer producer (epoch {epoch})"
+            )
 
     # -- waiting for data ----------------------------------------------
 
@@ -362,9 +382,11 @@ class MemoryProducer:
         self._txn: _Txn | None = None
         self._touched: set[TP] = set()
         self._pending_offsets: list[tuple[str, dict[TP, int]]] = []
+        self.epoch = -1
 
     async def start(self) -> None:
-        return None
+        if self.transactional_id is not None:
+            self.epoch = self.broker.init_transactions(self)
 
     async def stop(self) -> None:
         if self._txn is not None:
@@ -379,8 +401,10 @@ class MemoryProducer:
         headers: Headers | None = None,
         timestamp_ms: int | None = None,
     ) -> Awaitable[_Metadata]:
-        if self.transactional_id is not None and self._txn is None:
-            raise TopicError("transactional producer: call begin_transaction() before send()")
+        if self.transactional_id is not None:
+            self.broker.check_epoch(self)
+            if self._txn is None:
+                raise TopicError("transactional producer: call begin_transaction() before send()")
         record = self.broker.append(topic, partition, key, value, headers or (), timestamp_ms, self._txn)
         if self._txn is not None:
             self._touched.add(TP(record.topic, record.partition))
@@ -410,6 +434,7 @@ class MemoryProducer:
     async def begin_transaction(self) -> None:
         if self.transactional_id is None:
             raise TopicError("begin_transaction() needs a producer created with a transactional_id")
+        self.broker.check_epoch(self)
         if self._txn is not None:
             raise TopicError("a transaction is already open on this producer")
         self._txn, self._touched, self._pending_offsets = _Txn(), set(), []
@@ -420,6 +445,7 @@ class MemoryProducer:
         self._pending_offsets.append((group_id, {TP(*tp): o for tp, o in offsets.items()}))
 
     async def commit_transaction(self) -> None:
+        self.broker.check_epoch(self)
         txn = self._end()
         self.broker.end_transaction(txn, True, self._touched)
         for group_id, offsets in self._pending_offsets:
