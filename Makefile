@@ -36,7 +36,7 @@ unit: $(STAMP)
 
 # The whole suite against real services; starts what is not running and stops only that.
 test: venv lint
-	scripts/with-services kafka redis s3 -- $(BIN)/pytest -q -p no:cacheprovider tests
+	GREY_KAFKA_SASL=1 scripts/with-services kafka redis s3 -- $(BIN)/pytest -q -p no:cacheprovider tests
 
 integration: venv
 	scripts/with-services kafka -- $(BIN)/pytest -q tests/integration

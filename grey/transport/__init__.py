@@ -5,6 +5,7 @@ from __future__ import annotations
 from grey.transport.base import (
     TP,
     Admin,
+    BrokerConnectionError,
     ClientSettings,
     Consumer,
     Message,
@@ -18,6 +19,7 @@ from grey.transport.base import (
 __all__ = [
     "TP",
     "Admin",
+    "BrokerConnectionError",
     "ClientSettings",
     "Consumer",
     "Message",

@@ -66,6 +66,10 @@ class TopicError(Exception):
     """A topic could not be created or described; the message names it."""
 
 
+class BrokerConnectionError(ConnectionError):
+    """The broker could not be reached or refused us; the message says what to check."""
+
+
 class ProducerFencedError(Exception):
     """A newer producer took this transactional id: another worker owns the partition group now."""
 

@@ -10,11 +10,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import ProducerFenced
+from aiokafka.errors import KafkaConnectionError, ProducerFenced
 
 from grey.transport.base import (
     TP,
     AssignCallback,
+    BrokerConnectionError,
     ClientSettings,
     Headers,
     Message,
@@ -65,6 +66,17 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._on_assigned({TP(tp.topic, tp.partition) for tp in assigned})
 
 
+async def _connect(client: Any, servers: list[str], settings: ClientSettings) -> None:
+    try:
+        await client.start()
+    except KafkaConnectionError as exc:
+        raise BrokerConnectionError(
+            f"cannot connect to {','.join(servers)} (security_protocol={settings.security_protocol}): {exc}. "
+            "Check the address, that the listener speaks that protocol, and the credentials "
+            "(an authentication failure is logged just above by aiokafka)"
+        ) from exc
+
+
 def _tp(tp: TP) -> TopicPartition:
     return TopicPartition(tp.topic, tp.partition)
 
@@ -89,9 +101,10 @@ class KafkaConsumer:
             request_timeout_ms=settings.request_timeout_ms,
             **_security(settings),
         )
+        self._servers, self._settings = servers, settings
 
     async def start(self) -> None:
-        await self._client.start()
+        await _connect(self._client, self._servers, self._settings)
 
     async def stop(self) -> None:
         await self._client.stop()
@@ -159,9 +172,10 @@ class KafkaProducer:
             request_timeout_ms=settings.request_timeout_ms,
             **_security(settings),
         )
+        self._servers, self._settings = servers, settings
 
     async def start(self) -> None:
-        await self._client.start()
+        await _connect(self._client, self._servers, self._settings)
 
     async def stop(self) -> None:
         await self._client.stop()
@@ -239,9 +253,10 @@ class KafkaAdmin:
             bootstrap_servers=servers, client_id=settings.client_id,
             request_timeout_ms=settings.request_timeout_ms, **_security(settings),
         )
+        self._settings = settings
 
     async def start(self) -> None:
-        await self._client.start()
+        await _connect(self._client, self._servers, self._settings)
 
     async def stop(self) -> None:
         await self._client.close()
