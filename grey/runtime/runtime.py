@@ -25,6 +25,7 @@ from grey.codecs import CodecError
 from grey.config import ConfigError, Settings
 from grey.observability.metrics import DECODE_ERRORS, EVENTS_PROCESSED
 from grey.runtime.actor import Actor, AgentStopped
+from grey.runtime.checkpoint import Checkpoint
 from grey.runtime.partitions import PartitionState
 from grey.tables.errors import TableError
 from grey.tables.recovery import Recovered, recover_partition
@@ -95,6 +96,7 @@ class Runtime:
         self._actors: list[Actor] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._actor_tasks: list[asyncio.Task[None]] = []
+        self._checkpoint: Checkpoint | None = None
         self._recoveries: set[asyncio.Task[None]] = set()
         self.recovering: set[int] = set()  # partition numbers whose tables are being rebuilt
         self.recovered: list[Recovered] = []
@@ -131,6 +133,8 @@ class Runtime:
             self._build_actors()
             self.consumer = self.transport.consumer(self.conf.client)
             self.consumer.subscribe(self._routes, self._on_revoked, self._on_assigned)
+            self._checkpoint = Checkpoint(self.consumer, self._producer, self.app.tables,
+                                          commit_offsets=self.conf.processing_guarantee != "at_most_once")
             await self.consumer.start()
             self._actor_tasks = [loop.create_task(a.run(), name=f"grey-agent:{a.agent.name}#{a.index}")
                                  for a in self._actors]
@@ -408,34 +412,10 @@ class Runtime:
             return {}
         async with self._commit_lock:
             self._since_commit = 0
-            states = self.partitions.values() if tps is None else [
+            states = list(self.partitions.values()) if tps is None else [
                 s for tp in tps if (s := self.partitions.get(tp)) is not None]
-            offsets: dict[TP, int] = {}
-            for state in states:
-                offset = state.committable()
-                if offset is not None and offset != state.committed:
-                    offsets[state.tp] = offset
-            if self.conf.processing_guarantee == "at_most_once":
-                offsets = {}  # committed at fetch time already; only table changes are flushed here
-            tables = self.app.tables
-            if not offsets and not any(t.has_changes() for t in tables):
-                return {}
-            try:
-                sent = [(table, await table.send_changes(self.producer)) for table in tables]
-                await self.producer.flush()  # what the events sent must be durable before their offsets
-                for table, deliveries in sent:  # changelog first, then the store with its offset
-                    await table.apply_changes(deliveries)
-                if offsets:
-                    await self.consumer.commit(offsets)
-            except Exception as exc:  # a rebalance took the partitions: the new owner redoes the work
-                log.warning("commit of %s failed: %r; the events will be processed again", _fmt(offsets), exc)
-                return {}
-            for tp, offset in offsets.items():
-                owned = self.partitions.get(tp)
-                if owned is not None:
-                    owned.committed = offset
-            log.debug("committed %s", offsets)
-            return offsets
+            assert self._checkpoint is not None
+            return await self._checkpoint.run(states)
 
     async def _commit_fetched(self, found: dict[TP, list[Message]]) -> None:
         assert self.consumer is not None
