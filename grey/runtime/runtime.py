@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -104,7 +103,6 @@ class Runtime:
         self._commit_wanted = asyncio.Event()
         self._since_commit = 0
         self._stopping = False
-        self.started_at = 0.0
         self.processed = 0
         self._events_metric = EVENTS_PROCESSED.labels(app.conf.id)
 
@@ -124,7 +122,6 @@ class Runtime:
             )
         loop = asyncio.get_running_loop()
         self.crashed = loop.create_future()
-        self.started_at = time.monotonic()
         self.transport = open_transport(self.broker_url)
         await self._create_topics()
         self._producer = self.transport.producer(self.conf.client)

@@ -13,9 +13,7 @@ import time
 from collections import deque
 
 from grey.agents.event import Event
-from grey.agents.stream import current_stream
 from grey.tables.table import Table
-from grey.transport._murmur2 import partition_for_key
 
 
 def idempotency_key(topic: str, partition: int, offset: int, processor_id: str) -> str:
@@ -48,14 +46,8 @@ class IdempotencyKeys:
         """Record the key as done (in the partition of the event in hand)."""
         marked_at = time.time() if now is None else now
         self.table[key] = marked_at
-        number = self._partition_of(key)
-        self._marks.setdefault(number, deque()).append((marked_at, self.table.key_codec.dumps(key)))
-
-    def _partition_of(self, key: str) -> int:
-        stream = current_stream.get()
-        if stream is not None and stream.partition is not None:
-            return stream.partition
-        return partition_for_key(self.table.key_codec.dumps(key), self.table.partitions or 1)
+        key_bytes = self.table.key_codec.dumps(key)
+        self._marks.setdefault(self.table.partition_of(key_bytes), deque()).append((marked_at, key_bytes))
 
     def expire(self, now: float | None = None) -> int:
         """Delete keys marked more than ``retention`` seconds ago; returns how many."""

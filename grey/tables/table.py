@@ -63,6 +63,16 @@ class _Partition:
         self.flushing: dict[bytes, Any] = {}  # the buffer of the checkpoint in progress (still readable)
         self.encoded: dict[bytes, bytes | None] = {}  # the same, encoded, for the store
 
+    def lookup(self, key_bytes: bytes, loads: Callable[[bytes], Any]) -> Any:
+        """Buffer, then the checkpoint in progress, then the store; ``_MISSING`` if absent or deleted."""
+        value = self.buffer.get(key_bytes, _MISSING)
+        if value is _MISSING:
+            value = self.flushing.get(key_bytes, _MISSING)
+        if value is _MISSING:
+            raw = self.store.get(key_bytes)
+            return _MISSING if raw is None else loads(raw)
+        return _MISSING if value is _DELETED else value
+
 
 class Table:
     """``app.Table("totals", default=int)``: a dict per partition, backed by a store and a changelog."""
@@ -107,11 +117,16 @@ class Table:
     def store_path(self, partition: int) -> Path:
         return Path(self.app.conf.data_dir) / self.app.conf.id / "tables" / self.name / str(partition)
 
-    def _partition(self, key_bytes: bytes) -> _Partition:
+    def partition_of(self, key_bytes: bytes) -> int:
+        """The partition of the event in hand; outside an agent, where the default partitioner puts the key."""
         stream = current_stream.get()
         number = stream.partition if stream is not None else None
-        if number is None:  # outside an agent: where the default partitioner puts this key
+        if number is None:
             number = partition_for_key(key_bytes, self.partitions or self.app.conf.topic_partitions)
+        return number
+
+    def _partition(self, key_bytes: bytes) -> _Partition:
+        number = self.partition_of(key_bytes)
         part = self._owned.get(number)
         if part is None:
             raise TableError(
@@ -129,8 +144,8 @@ class Table:
         idle_close: float | None = 10.0,
     ) -> WindowedTable:
         """Windows of ``size`` seconds, one after another (see :class:`WindowedTable`)."""
-        return WindowedTable(self, size=size, grace=grace, expires=expires, aggregations=aggregations,
-                             time=time, on_close=on_close, idle_close=idle_close)
+        return self.hopping(size, size, grace=grace, expires=expires, aggregations=aggregations,
+                            time=time, on_close=on_close, idle_close=idle_close)
 
     def hopping(
         self, size: float, step: float, *, grace: float = 0.0, expires: float | None = None,
@@ -145,14 +160,8 @@ class Table:
 
     def read(self, number: int, key_bytes: bytes) -> Any:
         """The value under an encoded key in an owned partition, or None."""
-        part = self._owned[number]
-        value = part.buffer.get(key_bytes, _MISSING)
-        if value is _MISSING:
-            value = part.flushing.get(key_bytes, _MISSING)
-        if value is _MISSING:
-            raw = part.store.get(key_bytes)
-            return None if raw is None else self.value_codec.loads(raw)
-        return None if value is _DELETED else value
+        value = self._owned[number].lookup(key_bytes, self.value_codec.loads)
+        return None if value is _MISSING else value
 
     def write(self, number: int, key_bytes: bytes, value: Any) -> None:
         """Set (or with None, delete) an encoded key in an owned partition."""
@@ -174,14 +183,7 @@ class Table:
 
     def _lookup(self, key: Any) -> Any:
         key_bytes = self.key_codec.dumps(key)
-        part = self._partition(key_bytes)
-        value = part.buffer.get(key_bytes, _MISSING)
-        if value is _MISSING:
-            value = part.flushing.get(key_bytes, _MISSING)
-        if value is _MISSING:
-            raw = part.store.get(key_bytes)
-            return _MISSING if raw is None else self.value_codec.loads(raw)
-        return _MISSING if value is _DELETED else value
+        return self._partition(key_bytes).lookup(key_bytes, self.value_codec.loads)
 
     def __getitem__(self, key: Any) -> Any:
         value = self._lookup(key)
@@ -208,16 +210,10 @@ class Table:
 
     def items(self, partition: int | None = None) -> Iterator[tuple[Any, Any]]:
         """Key/value pairs of one owned partition, or of all owned partitions, buffer included."""
-        numbers = sorted(self._owned) if partition is None else [partition]
-        for number in numbers:
-            part = self._owned[number]
-            overlay = {**part.flushing, **part.buffer}
-            for key_bytes, raw in part.store.items():
-                if key_bytes not in overlay:
-                    yield self.key_codec.loads(key_bytes), self.value_codec.loads(raw)
-            for key_bytes, value in overlay.items():
-                if value is not _DELETED:
-                    yield self.key_codec.loads(key_bytes), value
+        loads_key = self.key_codec.loads
+        for number in self.owned if partition is None else [partition]:
+            for key_bytes, value in self.raw_items(number):
+                yield loads_key(key_bytes), value
 
     def as_ansitable(self, limit: int | None = 100) -> str:
         """The owned contents as a text table (keys sorted by their encoding)."""
