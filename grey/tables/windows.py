@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from grey.agents.stream import current_stream
+from grey.agents.stream import Stream, current_stream
 from grey.codecs import Codec
 from grey.observability.metrics import LATE_EVENTS, WINDOWS_CLOSED
 from grey.tables.aggregations import Aggregation
@@ -146,26 +146,29 @@ class WindowedTable:
 
     def update(self, key: Any, value: Any, timestamp: float | None = None) -> bool:
         """Add ``value`` to the windows of ``key`` at its event time; False if it was late everywhere."""
-        stream = current_stream.get()
-        number = stream.partition if stream is not None else None
-        if stream is None or number is None:
-            raise TableError(f"windowed table {self.table.name!r}: update() is called from an agent's stream")
-        if timestamp is None:
-            timestamp = self.time_of(value) if self.time_of is not None else stream.current_timestamp
+        stream, number = self._stream_here("update()")
+        if timestamp is None and self.time_of is not None:
+            timestamp = self.time_of(value)
+        elif timestamp is None:
+            if stream.current_batch is not None:  # which event of the batch? only the caller knows
+                raise TableError(
+                    f"windowed table {self.table.name!r}: in a batch, update() needs time= on the table, "
+                    "timestamp=, or update_many(batch, key=...) for the events' Kafka timestamps"
+                )
+            timestamp = stream.current_timestamp
         return self.add(number, key, value, int(timestamp * 1000))
 
     def update_many(self, values: Sequence[Any], key: Callable[[Any], Any]) -> int:
         """:meth:`update` for a batch (one partition, as ``stream.batches()`` gives); returns how many applied."""
-        stream = current_stream.get()
-        number = stream.partition if stream is not None else None
-        if stream is None or number is None:
-            raise TableError(f"windowed table {self.table.name!r}: update_many() is called from an agent's stream")
-        time_of = self.time_of
-        if time_of is None:
-            stamp = stream.current_timestamp
-            return sum(self.add(number, key(v), v, int(stamp * 1000)) for v in values)
-        add = self.add
-        return sum(add(number, key(v), v, int(time_of(v) * 1000)) for v in values)
+        stream, number = self._stream_here("update_many()")
+        add, time_of = self.add, self.time_of
+        if time_of is not None:
+            return sum(add(number, key(v), v, int(time_of(v) * 1000)) for v in values)
+        batch = stream.current_batch
+        if batch is None or values is not batch:
+            raise TableError(f"windowed table {self.table.name!r}: update_many() without time= takes the "
+                             "batch in hand, whose events carry their Kafka timestamps")
+        return sum(add(number, key(v), v, m.timestamp) for v, m in zip(values, batch.messages, strict=True))
 
     def add(self, number: int, key: Any, value: Any, t_ms: int) -> bool:
         """:meth:`update` for an explicit partition and event time in milliseconds."""
@@ -245,6 +248,13 @@ class WindowedTable:
     def stream_time(self, partition: int) -> float | None:
         value = self._stream_time.get(partition)
         return None if value is None else value / 1000
+
+    def _stream_here(self, what: str) -> tuple[Stream, int]:
+        stream = current_stream.get()
+        number = stream.partition if stream is not None else None
+        if stream is None or number is None:
+            raise TableError(f"windowed table {self.table.name!r}: {what} is called from an agent's stream")
+        return stream, number
 
     def _partition_here(self) -> int:
         stream = current_stream.get()

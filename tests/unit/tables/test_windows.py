@@ -122,3 +122,30 @@ async def test_a_window_closed_before_a_restart_stays_closed(unique: str, tmp_pa
         await topic2.send(Click(user="fa", amount=5.0, latency=1.0, at=20), key="fa")
         await wait_for(lambda: totals.late_events == 1, 5)
     assert len(closed) == 1 and closed[0][2]["count"] == 1
+
+
+async def test_kafka_timestamps_are_per_event_in_a_batch(unique: str, tmp_path: Path) -> None:
+    closed: list[tuple[Any, Window, dict[str, Any]]] = []
+    app = grey.App(unique, broker=f"memory://{unique}", data_dir=str(tmp_path))
+    topic = app.topic("clicks", key_type=str, value_type=float, partitions=1)
+    totals = app.Table("totals", key_type=str).tumbling(
+        60, aggregations={"count": Count()}, idle_close=None,  # no time=: the Kafka timestamp
+        on_close=lambda key, window, results: closed.append((key, window, results)),
+    )
+    errors: list[Exception] = []
+
+    @app.agent(topic, name="aggregate")
+    async def aggregate(stream: grey.Stream) -> None:
+        async for batch in stream.batches(max=100, within=0.2):
+            try:
+                totals.update("k", batch[0])  # which event's timestamp? refused
+            except KeyError as exc:
+                errors.append(exc)
+            totals.update_many(batch, key=lambda _: "k")
+
+    async with app.running():
+        for at in (10.0, 20.0, 70.0):  # one batch, two windows
+            await topic.send(1.0, key="k", timestamp=at)
+        await wait_for(lambda: len(closed) == 1, 5)
+    assert closed[0][1] == Window(0, 60) and closed[0][2] == {"count": 2}
+    assert errors and "update_many" in str(errors[0])
