@@ -367,6 +367,22 @@ def _git(*args: str) -> str:
     return proc.stdout.strip()
 
 
+def write_report(kind: str, args: argparse.Namespace, argv: list[str] | None, topic: str,
+                 params: dict[str, Any], summary: Any, runs: Any) -> tuple[Path, dict[str, Any]]:
+    """Write ``<out>/<date>-<kind>.json`` (command, machine facts, parameters, medians, every run)."""
+    command = f"python bench/bench_{kind}.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    facts = machine()
+    report = {"date": dt.date.today().isoformat(), "command": command.strip(), "machine": facts,
+              "params": {"events": args.events, "partitions": args.partitions, "size": args.size,
+                         "repeat": args.repeat, "topic": topic, **params,
+                         "rss": "resource.getrusage ru_maxrss of each system's own subprocess"},
+              "summary": summary, "runs": runs}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{report['date']}-{kind}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path, facts
+
+
 def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """The median of each measure over the repeats (medians of each column, not of one run)."""
     out: dict[str, dict[str, Any]] = {}
@@ -455,17 +471,9 @@ def main(argv: list[str] | None = None) -> None:
             runs[name].append(result)
     summary = summarize(runs)
     print(table(summary))
-    command = "python bench/bench_runtime.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    facts = machine()
-    report = {"date": dt.date.today().isoformat(), "command": command.strip(), "machine": facts,
-              "params": {"events": args.events, "partitions": args.partitions, "size": args.size,
-                         "repeat": args.repeat, "topic": topic, "producer_compression": "none",
-                         "timing": "first event to last processed", "cpu": "time.process_time over that window",
-                         "rss": "resource.getrusage ru_maxrss of each system's own subprocess"},
-              "summary": summary, "runs": runs}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{report['date']}-runtime.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    params = {"producer_compression": "none", "timing": "first event to last processed",
+              "cpu": "time.process_time over that window"}
+    path, facts = write_report("runtime", args, argv, topic, params, summary, runs)
     plot(summary, f"{args.events:,} events x ~{args.size} B, {args.partitions} partitions, Kafka {facts['kafka']}, "
                   f"{facts['cores']} cores (median of {args.repeat})", args.plot)
     log(f"wrote {path} and {args.plot}")

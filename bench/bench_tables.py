@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import random
 import resource
@@ -50,10 +49,10 @@ from bench_runtime import (  # the runtime benchmark's data, baseline loop and r
     amount_for,
     expected_total,
     log,
-    machine,
     record_count,
     run_raw_aiokafka,
     topic_partitions,
+    write_report,
 )
 
 import grey
@@ -402,18 +401,10 @@ def main(argv: list[str] | None = None) -> None:
                 runs[name].append(result)
     summary = summarize(runs)
     print(table(summary))
-    facts = machine()
-    command = "python bench/bench_tables.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    report = {"date": dt.date.today().isoformat(), "command": command.strip(), "machine": facts,
-              "params": {"events": args.events, "partitions": args.partitions, "size": args.size,
-                         "repeat": args.repeat, "topic": topic, "event_time_span_s": SPAN, "jitter_s": JITTER,
-                         "window_s": WINDOW, "grace_s": GRACE, "checkpoint_interval": CHECKPOINT,
-                         "timing": "first event to last processed; recovery: all partitions, one after another",
-                         "rss": "resource.getrusage ru_maxrss of each system's own subprocess"},
-              "summary": summary, "runs": runs}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{report['date']}-tables.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    params = {"event_time_span_s": SPAN, "jitter_s": JITTER, "window_s": WINDOW, "grace_s": GRACE,
+              "checkpoint_interval": CHECKPOINT,
+              "timing": "first event to last processed; recovery: all partitions, one after another"}
+    path, facts = write_report("tables", args, argv, topic, params, summary, runs)
     plot(summary, f"{args.events:,} events x ~{args.size} B, {args.partitions} partitions, 1-min tumbling windows, "
                   f"Kafka {facts['kafka']}, {facts['cores']} cores (median of {args.repeat})", args.plot)
     log(f"wrote {path} and {args.plot}")

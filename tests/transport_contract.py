@@ -15,6 +15,10 @@ from grey.transport import TP, ClientSettings, TopicSpec, open_transport
 from grey.transport._murmur2 import partition_for_key
 
 
+async def noop(tps: set[TP]) -> None:
+    """A rebalance callback that does nothing."""
+
+
 def settings(group: str, **kw: object) -> ClientSettings:
     base = ClientSettings(group_id=group, session_timeout_ms=6000, heartbeat_interval_ms=1000)
     for k, v in kw.items():
@@ -88,9 +92,6 @@ async def check_commit_and_resume(url: str, prefix: str) -> None:
         await producer.send(topic, str(i).encode(), partition=0)
     await producer.flush()
     await producer.stop()
-
-    async def noop(tps: set[TP]) -> None:
-        return None
 
     group = f"{prefix}-g"
     first = transport.consumer(settings(group))
@@ -169,9 +170,6 @@ async def check_read_committed_hides_aborted(url: str, prefix: str) -> None:
     await producer.commit_transaction()
     await producer.stop()
 
-    async def noop(tps: set[TP]) -> None:
-        return None
-
     committed = transport.consumer(settings(f"{prefix}-rc", isolation_level="read_committed"))
     committed.subscribe([topic], noop, noop)
     await committed.start()
@@ -203,9 +201,6 @@ async def check_commit_inside_revocation(url: str, prefix: str) -> None:
         await a.commit(offsets)
         committed_in_callback.update(offsets)
         owned.clear()
-
-    async def noop(tps: set[TP]) -> None:
-        return None
 
     a.subscribe([topic], a_revoked, a_assigned)
     await a.start()
@@ -309,9 +304,6 @@ async def check_newer_producer_fences_the_older(url: str, prefix: str) -> None:
         with contextlib.suppress(Exception):  # a fenced producer may complain on the way out
             await old.stop()
     reader = transport.consumer(settings(f"{prefix}-r", isolation_level="read_committed"))
-
-    async def noop(tps: set[TP]) -> None:
-        return None
 
     reader.subscribe([topic], noop, noop)
     await reader.start()

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 import grey
-from grey.transport import TP, BrokerConnectionError, open_transport
+from grey.transport import BrokerConnectionError, open_transport
 from tests.integration.workers import ROOT
+from tests.transport_contract import noop
 
 SASL_PORT = int(os.environ.get("GREY_KAFKA_SASL_PORT", "9094"))
 CA = ROOT / ".run" / "kafka" / "tls" / "ca.pem"
@@ -64,7 +65,7 @@ async def test_round_trip_over_sasl_ssl(tmp_path: Path, unique: str, sasl_passwo
                 raise
             await asyncio.sleep(0.5)
     reader = open_transport(app.conf.broker).consumer(app.conf.client)
-    reader.subscribe([topic.name], _noop, _noop)
+    reader.subscribe([topic.name], noop, noop)
     await reader.start()
     try:
         got = []
@@ -88,7 +89,3 @@ async def test_wrong_password_is_refused(tmp_path: Path, unique: str, sasl_passw
     with pytest.raises(BrokerConnectionError, match="the credentials"):
         async with app.running(consume=False):
             pass
-
-
-async def _noop(tps: set[TP]) -> None:
-    return None

@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from grey.transport import TP, ClientSettings, TopicSpec, open_transport
 from tests.conftest import KAFKA_URL
+from tests.transport_contract import noop
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,9 +87,6 @@ async def produce_json(url: str, topic: str, records: list[tuple[str, Any]]) -> 
 async def read_all(url: str, topic: str, group: str, until: int, timeout: float) -> list[dict[str, Any]]:
     """Read ``topic`` from the start until ``until`` distinct ids came (or the timeout), then drain."""
     consumer = open_transport(url).consumer(settings(group, isolation_level="read_committed"))
-
-    async def noop(tps: set[TP]) -> None:
-        return None
 
     consumer.subscribe([topic], noop, noop)
     await consumer.start()
