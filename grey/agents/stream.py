@@ -137,6 +137,7 @@ class Stream:
 
     def __init__(self, queue: ChunkQueue, name: str = "") -> None:
         self._queue = queue
+        self._every = queue.report_every
         self.name = name
         self._chunk: Chunk | None = None
         self._batch_parts: list[tuple[Chunk, int]] = []
@@ -155,7 +156,7 @@ class Stream:
         if chunk is not None:
             done = chunk.done = chunk.done + 1  # the event in hand is finished
             size = len(chunk.values)
-            every = self._queue.report_every
+            every = self._every
             if done < size:
                 if not done % every:  # lets a checkpoint fall inside a long chunk
                     self._queue.on_processed(every)
@@ -178,6 +179,14 @@ class Stream:
             return chunk.state.tp.partition
         batch = self.current_batch
         return batch.partition if batch else None
+
+    @property
+    def current_key(self) -> Any:
+        """The decoded key of the event in hand (None in batch mode or between events)."""
+        chunk = self._chunk
+        if chunk is None:
+            return None
+        return chunk.decode_key(chunk.messages[chunk.done].key)
 
     @property
     def current_timestamp(self) -> float:

@@ -34,9 +34,8 @@ class Actor:
                 output = agent(stream)
                 if inspect.isasyncgen(output):
                     async for result in output:
-                        if agent.sinks:
-                            event = stream.current_event if stream.current_batch is None else None
-                            await agent.forward(result, None if event is None else event.key)
+                        if agent.sinks:  # keyed like the event in hand; no key in batch mode
+                            await agent.forward(result, stream.current_key)
                 elif inspect.iscoroutine(output):
                     await output
                 if not self.queue.stopped:

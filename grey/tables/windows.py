@@ -129,6 +129,8 @@ class WindowedTable:
         self.idle_close = idle_close
         self.late_events = 0
         self.closed_windows = 0
+        self._late_metric = LATE_EVENTS.labels(table.name)
+        self._closed_metric = WINDOWS_CLOSED.labels(table.name)
         self._keys = WindowKeyCodec(table.key_codec)
         self._stream_time: dict[int, int] = {}
         self._open: dict[int, dict[int, set[bytes]]] = {}  # partition -> start -> encoded keys
@@ -189,7 +191,7 @@ class WindowedTable:
         for start in starts:
             if start <= late_before:
                 self.late_events += 1
-                LATE_EVENTS.labels(self.table.name).inc()
+                self._late_metric.inc()
                 continue
             key_bytes = _START.pack(start) + key_tail
             indexed = open_windows.get(start)
@@ -201,7 +203,7 @@ class WindowedTable:
                 state = table.read(number, key_bytes)
                 if state is not None and state[0]:
                     self.late_events += 1
-                    LATE_EVENTS.labels(self.table.name).inc()
+                    self._late_metric.inc()
                     continue
             else:
                 state = None  # not open, not closed: a new window, no store read needed
@@ -299,7 +301,7 @@ class WindowedTable:
                     closed.setdefault(start, set()).add(key_bytes)
         if count:
             self.closed_windows += count
-            WINDOWS_CLOSED.labels(self.table.name).inc(count)
+            self._closed_metric.inc(count)
         if self.expires_ms is not None:
             for start in sorted(s for s in closed if s + self.size_ms + self.expires_ms <= stream_time):
                 for key_bytes in closed.pop(start):
