@@ -13,11 +13,13 @@ from grey.agents.spec import AgentFun
 from grey.codecs import Codec
 from grey.config import Settings, build_settings, read_connector_file
 from grey.runtime.runtime import Runtime, TaskFun
+from grey.sinks.staged import StagedSink
 from grey.tables.table import Table
 from grey.topics import Topic
 from grey.transport import Producer
 
 F = TypeVar("F", bound=TaskFun)
+S = TypeVar("S", bound=StagedSink)
 
 
 class App:
@@ -41,6 +43,7 @@ class App:
         self.timers: list[tuple[float, TaskFun]] = []
         self.tasks: list[TaskFun] = []
         self.tables: list[Table] = []
+        self.sinks: list[StagedSink] = []
         self.runtime: Runtime | None = None
 
     @classmethod
@@ -122,6 +125,15 @@ class App:
             return agent
 
         return decorate
+
+    def add_sink(self, sink: S) -> S:
+        """Register a staged sink that agents write with ``sink.add(value)`` (one listed in an agent's
+        ``sink=[...]`` is registered already); the worker starts it and flushes it at checkpoints."""
+        if not isinstance(sink, StagedSink):
+            raise TypeError(f"{sink!r} is not a staged sink (grey.sinks.StagedSink, e.g. RedisSink)")
+        if sink not in self.sinks:
+            self.sinks.append(sink)
+        return sink
 
     def timer(self, seconds: float) -> Callable[[F], F]:
         """Run an ``async def`` every ``seconds`` while the worker runs."""

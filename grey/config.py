@@ -46,6 +46,8 @@ class Settings:
     max_inflight_batches: int = 4
     transactional_id_prefix: str = "grey-tx-"
     on_error: str = "stop_partition"
+    retry_count: int = 8
+    retry_backoff: float = 0.5
     dead_letter_topic: str | None = None
     topic_replicas: int = 1
     topic_partitions: int = 8
@@ -73,6 +75,9 @@ class Settings:
             raise ConfigError(f"checkpoint_interval must be >= 1 message, got {self.checkpoint_interval}")
         if self.commit_interval <= 0:
             raise ConfigError(f"commit_interval must be > 0 seconds, got {self.commit_interval}")
+        if self.retry_count < 0 or self.retry_backoff < 0:
+            raise ConfigError(f"retry_count and retry_backoff must be >= 0, got {self.retry_count} and "
+                              f"{self.retry_backoff}")
         if self.max_inflight_batches < 1:
             raise ConfigError(f"max_inflight_batches must be >= 1, got {self.max_inflight_batches}")
         if not (self.broker.startswith("kafka://") or self.broker.startswith("memory://")):
@@ -103,7 +108,16 @@ def build_settings(app_id: str, options: Mapping[str, Any], source: str = "App(.
     client_opts.setdefault("group_id", "")
     settings = Settings(id=app_id, client=ClientSettings(**client_opts), **app_opts)
     apply_environment(settings, os.environ)
+    if settings.processing_guarantee == "exactly_once":
+        # A transaction per checkpoint and partition group: checkpoint on time, not every 1,000 events.
+        for name, value in EXACTLY_ONCE_DEFAULTS.items():
+            if name not in app_opts and f"GREY_{name.upper()}" not in os.environ:
+                setattr(settings, name, value)
     return settings
+
+
+#: Defaults that differ under exactly-once (unless set explicitly).
+EXACTLY_ONCE_DEFAULTS: dict[str, Any] = {"checkpoint_interval": 1_000_000, "commit_interval": 1.0}
 
 
 def _coerce(name: str, raw: str, current: Any) -> Any:
@@ -174,6 +188,7 @@ _SECTIONS: dict[str, dict[str, str | None]] = {
         "linger_ms": "linger_ms",
         "compression_type": "compression_type",
         "request_timeout_ms": "request_timeout_ms",
+        "transaction_timeout_ms": "transaction_timeout_ms",
     },
     "grey": {
         "exactly_once": None,
@@ -183,6 +198,8 @@ _SECTIONS: dict[str, dict[str, str | None]] = {
         "commit_interval": "commit_interval",
         "max_inflight_batches": "max_inflight_batches",
         "on_error": "on_error",
+        "retry_count": "retry_count",
+        "retry_backoff": "retry_backoff",
         "dead_letter_topic": "dead_letter_topic",
         "topic_replicas": "topic_replicas",
         "topic_partitions": "topic_partitions",

@@ -62,6 +62,7 @@ class ChunkQueue:
         self.report_every = max(1, report_every)
         self._items: deque[Chunk] = deque()
         self._stopped = False
+        self._idle = asyncio.Event()  # the reader waits for work with nothing in hand
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
@@ -74,7 +75,18 @@ class ChunkQueue:
             self._writable.clear()
             await self._writable.wait()
         self._items.append(chunk)
+        self._idle.clear()
         self._readable.set()
+
+    @property
+    def is_drained(self) -> bool:
+        """Every queued chunk is finished and the reader asks for more (or the queue stopped)."""
+        return self._stopped or (self._idle.is_set() and not self._items)
+
+    async def drained(self) -> None:
+        """Wait until :attr:`is_drained` (``put`` clears the idle flag, so this cannot spin)."""
+        while not self.is_drained:
+            await self._idle.wait()
 
     def push_back(self, chunk: Chunk) -> None:
         self._items.appendleft(chunk)
@@ -85,6 +97,7 @@ class ChunkQueue:
         self._stopped = True
         self._readable.set()
         self._writable.set()
+        self._idle.set()
 
     @property
     def stopped(self) -> bool:
@@ -115,8 +128,12 @@ class ChunkQueue:
             if self._stopped:
                 return None
             self._readable.clear()
-            if wait is None:
-                await self._readable.wait()
+            if wait is None:  # nothing in hand: a checkpoint that waits for the agents may go ahead
+                self._idle.set()
+                try:
+                    await self._readable.wait()
+                finally:
+                    self._idle.clear()
             else:
                 try:
                     async with asyncio.timeout(wait):
@@ -130,6 +147,9 @@ class ChunkQueue:
 
 #: The stream of the agent instance running in this task; tables read its partition.
 current_stream: contextvars.ContextVar[Stream | None] = contextvars.ContextVar("grey_current_stream", default=None)
+#: The partition whose work runs in this task outside any agent (windows closing on the clock).
+current_partition: contextvars.ContextVar[int | None] = contextvars.ContextVar("grey_current_partition",
+                                                                                default=None)
 
 
 class Stream:
@@ -179,6 +199,15 @@ class Stream:
             return chunk.state.tp.partition
         batch = self.current_batch
         return batch.partition if batch else None
+
+    @property
+    def group(self) -> str | None:
+        """The partition group of the event or batch in hand (what its effects are committed with)."""
+        chunk = self._chunk
+        if chunk is not None:
+            return chunk.state.group
+        parts = self._batch_parts
+        return parts[0][0].state.group if parts else None
 
     @property
     def current_key(self) -> Any:

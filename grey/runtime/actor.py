@@ -46,4 +46,5 @@ class Actor:
                 return
             except Exception as exc:  # the policy decides: restart on the next partition's events, or crash
                 if not await self._on_error(agent, stream, exc):
+                    self.queue.stop()  # for good: nothing waits on this instance any more
                     return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from grey.transport.base import TP, Message
@@ -39,10 +39,11 @@ class PartitionState:
     assignment are recognised (``active`` is false) and skipped, not processed.
     """
 
-    __slots__ = ("active", "committed", "done_offset", "pending", "stopped", "tp")
+    __slots__ = ("active", "committed", "done_offset", "group", "pending", "stopped", "tp")
 
-    def __init__(self, tp: TP, committed: int | None = None) -> None:
+    def __init__(self, tp: TP, committed: int | None = None, group: str = "") -> None:
         self.tp = tp
+        self.group = group  # the partition group: partition p of co-partitioned topics, committed together
         self.active = True
         self.stopped = False  # an agent failed on this partition; nothing more is processed
         self.pending: deque[Slice] = deque()
@@ -66,3 +67,17 @@ class PartitionState:
             if solo is not None and solo.done > 0:
                 return solo.messages[solo.done - 1].offset + 1
         return self.done_offset
+
+
+def due_offsets(states: Iterable[PartitionState]) -> dict[TP, int]:
+    """The offsets to commit where they moved since the last commit (one past the last done event)."""
+    offsets: dict[TP, int] = {}
+    for state in states:
+        offset = state.committable()
+        if offset is not None and offset != state.committed:
+            offsets[state.tp] = offset
+    return offsets
+
+
+class PartitionLost(RuntimeError):
+    """The partition group of the event in hand was given up (fenced, or revoked) while it was processed."""

@@ -19,13 +19,16 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from grey.agents.spec import AgentSpec
-from grey.agents.stream import Chunk, ChunkQueue, Stream
-from grey.codecs import CodecError
-from grey.config import ConfigError, Settings
+from grey.agents.stream import Chunk, ChunkQueue, Stream, current_partition, current_stream
+from grey.codecs import Codec, CodecError
+from grey.config import Settings
 from grey.observability.metrics import DECODE_ERRORS, EVENTS_PROCESSED
 from grey.runtime.actor import Actor, AgentStopped
 from grey.runtime.checkpoint import Checkpoint
-from grey.runtime.partitions import PartitionState
+from grey.runtime.partitions import PartitionLost, PartitionState
+from grey.runtime.topology import prepare_topics
+from grey.runtime.transactions import Transactions
+from grey.sinks.staged import StagedSink
 from grey.tables.errors import TableError
 from grey.tables.recovery import Recovered, recover_partition
 from grey.tables.table import Table
@@ -46,7 +49,11 @@ class AppModel(Protocol):
     timers: list[tuple[float, TaskFun]]
     tasks: list[TaskFun]
     tables: list[Table]
+    sinks: list[StagedSink]
     runtime: Runtime | None
+
+    def topic(self, name: str, *, partitions: int | None = ..., compacted: bool = ...,
+              key_serializer: str | Codec | None = ..., value_serializer: str | Codec | None = ...) -> Topic: ...
 
 
 @dataclass(slots=True)
@@ -96,6 +103,13 @@ class Runtime:
         self._tasks: list[asyncio.Task[Any]] = []
         self._actor_tasks: list[asyncio.Task[None]] = []
         self._checkpoint: Checkpoint | None = None
+        self.transactions: Transactions | None = None  # exactly-once: the partition groups' transactions
+        self.sinks: list[StagedSink] = _staged_sinks(app, self.agents)
+        self._labels: dict[str, str] = {}  # source topic -> its topic group's name
+        self._dispatch_open = asyncio.Event()  # closed while a checkpoint waits for the agents
+        self._dispatch_open.set()
+        self._fetch_idle = asyncio.Event()  # the fetch loop is not handing out records
+        self._fetch_idle.set()
         self._recoveries: set[asyncio.Task[None]] = set()
         self.recovering: set[int] = set()  # partition numbers whose tables are being rebuilt
         self.recovered: list[Recovered] = []
@@ -110,28 +124,47 @@ class Runtime:
 
     @property
     def producer(self) -> Producer:
+        """The producer for a send made now: under exactly-once, that of the event in hand's group."""
+        txns = self.transactions
+        if txns is not None:
+            stream = current_stream.get()
+            group = stream.group if stream is not None else None
+            if group is None and (number := current_partition.get()) is not None:
+                group = txns.group_of_partition(number)
+            if group:
+                return txns.producer_for(group)
         if self._producer is None:
             raise RuntimeError(f"app {self.conf.id!r} is not running")
         return self._producer
 
+    @property
+    def exactly_once(self) -> bool:
+        return self.conf.processing_guarantee == "exactly_once"
+
     async def start(self) -> None:
-        if self.conf.processing_guarantee == "exactly_once":
-            raise ConfigError(
-                "processing_guarantee='exactly_once' is accepted in configuration, but the transaction "
-                "manager is not built yet; run with at_least_once until it lands"
-            )
         loop = asyncio.get_running_loop()
         self.crashed = loop.create_future()
         self.transport = open_transport(self.broker_url)
-        await self._create_topics()
+        markers = None
+        if self.exactly_once and self.sinks and self.consume:
+            markers = self.app.topic(f"{self.conf.id}-sink-markers", partitions=1, compacted=True,
+                                     key_serializer="raw", value_serializer="raw").name
+        assert self.transport is not None
+        self._labels = await prepare_topics(self.transport, self.conf, self.app.topics.values(), self.app.tables,
+                                            self.agents, consume=self.consume)
         self._producer = self.transport.producer(self.conf.client)
         await self._producer.start()
+        for sink in self.sinks:
+            await sink.start()
         if self.consume:
             self._build_actors()
             self.consumer = self.transport.consumer(self.conf.client)
             self.consumer.subscribe(self._routes, self._on_revoked, self._on_assigned)
-            self._checkpoint = Checkpoint(self.consumer, self._producer, self.app.tables,
+            self._checkpoint = Checkpoint(self.consumer, self._producer, self.app.tables, self.sinks,
                                           commit_offsets=self.conf.processing_guarantee != "at_most_once")
+            if self.exactly_once:
+                self.transactions = Transactions(self.conf, self.transport, self.consumer, self.partitions,
+                                                 self.app.tables, self.sinks, markers, self.crash)
             await self.consumer.start()
             self._actor_tasks = [loop.create_task(a.run(), name=f"grey-agent:{a.agent.name}#{a.index}")
                                  for a in self._actors]
@@ -153,6 +186,10 @@ class Runtime:
         if self._stopping:
             return
         self._stopping = True
+        if self.transactions is not None and self.consumer is not None and self.crash_reason() is None:
+            # Exactly-once: the last checkpoint while the agents still run, so it can wait for them to
+            # finish what they hold; the fetch loop hands out nothing after it.
+            await self.commit()
         fetch_and_timers = list(self._tasks)
         async with self._commit_lock:  # never cancel the committer half-way through a checkpoint
             for task in fetch_and_timers:
@@ -172,9 +209,13 @@ class Runtime:
         await asyncio.gather(*self._recoveries, return_exceptions=True)
         if self.consumer is not None:
             await self.commit()
+            if self.transactions is not None:
+                await self.transactions.close()
             await self.consumer.stop()
         for table in self.app.tables:
             table.close()
+        for sink in self.sinks:
+            await sink.stop()
         if self._producer is not None:
             await self._producer.stop()
         log.info("grey app %s stopped after %d events", self.conf.id, self.processed)
@@ -192,51 +233,6 @@ class Runtime:
         if self.crashed is not None and not self.crashed.done():
             self.crashed.set_exception(exc)
 
-    async def _create_topics(self) -> None:
-        assert self.transport is not None
-        admin = self.transport.admin(self.conf.client)
-        await admin.start()
-        try:
-            self._size_tables(await admin.list_topics())
-            specs = [t.spec() for t in self.app.topics.values()]
-            created = await admin.create_topics(specs)
-            if created:
-                log.info("created topics: %s", ", ".join(created))
-            existing = await admin.list_topics()
-            self._check_copartitioned(existing)
-            for topic in self.app.topics.values():
-                have = existing.get(topic.name)
-                if topic.partitions and have is not None and have != topic.partitions:
-                    log.warning(
-                        "topic %s exists with %d partitions but is declared with %d; the broker's %d are used "
-                        "(declare partitions=%d, or add partitions with the Kafka tools)",
-                        topic.name, have, topic.partitions, have, have,
-                    )
-        finally:
-            await admin.stop()
-
-    def _size_tables(self, existing: dict[str, int]) -> None:
-        """Tables declared without ``partitions`` take the partition count of the agents' topics."""
-        counts = {existing.get(a.topic.name, a.topic.spec().partitions) for a in self.agents}
-        count = counts.pop() if len(counts) == 1 else self.conf.topic_partitions
-        for table in self.app.tables:
-            if table.partitions is None:
-                table.use_partitions(count)
-
-    def _check_copartitioned(self, existing: dict[str, int]) -> None:
-        """A table's partition p holds the state of partition p of every source topic: counts must match."""
-        if not self.app.tables or not self.consume:
-            return
-        for agent in self.agents:
-            have = existing.get(agent.topic.name, agent.topic.spec().partitions)
-            for table in self.app.tables:
-                if have != table.partitions:
-                    raise ConfigError(
-                        f"table {table.name!r} has {table.partitions} partitions but agent {agent.name}'s topic "
-                        f"{agent.topic.name!r} has {have}: tables must be co-partitioned with the topics of "
-                        f"the agents that use them (declare app.Table(..., partitions={have}))"
-                    )
-
     def _build_actors(self) -> None:
         for agent in self.agents:
             route = self._routes.setdefault(agent.topic.name, _Route(agent.topic, []))
@@ -248,21 +244,32 @@ class Runtime:
 
     # -- rebalancing ---------------------------------------------------
 
+    def group_of(self, tp: TP) -> str:
+        """The partition group of a source partition: ``{topic group}-{partition}``."""
+        return f"{self._labels.get(tp.topic, tp.topic)}-{tp.partition}"
+
     async def _on_assigned(self, tps: set[TP]) -> None:
+        states = []
         for tp in tps:
-            self.partitions[tp] = PartitionState(tp)
+            states.append(state := PartitionState(tp, group=self.group_of(tp)))
+            self.partitions[tp] = state
         log.info("assigned %d partition(s): %s", len(tps), _fmt(tps))
-        if self.app.tables and tps and self.consumer is not None:
+        if self._stopping:  # the worker stopped while it was joining the group: nothing is processed
+            return
+        if tps and self.consumer is not None and (self.app.tables or self.transactions is not None):
             numbers = {tp.partition for tp in tps} - self.recovering
-            self.consumer.pause(*tps)  # no event before its table partitions are rebuilt
+            self.consumer.pause(*tps)  # no event before its producer is fenced in and its tables rebuilt
             self.recovering |= numbers
-            task = asyncio.get_running_loop().create_task(self._recover(numbers, tps), name="grey-recovery")
+            task = asyncio.get_running_loop().create_task(self._recover(numbers, tps, states),
+                                                          name="grey-recovery")
             self._recoveries.add(task)
             task.add_done_callback(self._recoveries.discard)
 
-    async def _recover(self, numbers: set[int], tps: set[TP]) -> None:
+    async def _recover(self, numbers: set[int], tps: set[TP], states: list[PartitionState]) -> None:
         assert self.transport is not None and self.consumer is not None
         try:
+            if self.transactions is not None:
+                await self.transactions.assign(states)
             for number in sorted(numbers):
                 for table in self.app.tables:
                     self.recovered.append(await recover_partition(table, number, self.transport, self.conf.client))
@@ -284,6 +291,8 @@ class Runtime:
         await asyncio.gather(*self._recoveries, return_exceptions=True)
         if not self._stopping:
             await self.commit(tps)
+        if self.transactions is not None:
+            await self.transactions.release(tps)
         for tp in tps:
             state = self.partitions.pop(tp, None)
             if state is not None:
@@ -303,26 +312,34 @@ class Runtime:
         assert consumer is not None
         at_most_once = self.conf.processing_guarantee == "at_most_once"
         max_records = self.conf.client.max_poll_records
+        partitions = self.partitions
+        gate, idle = self._dispatch_open, self._fetch_idle
         try:
             while True:
                 found = await consumer.getmany(timeout_ms=500, max_records=max_records)
                 if not found:
                     continue
-                if at_most_once:  # commit before processing: a crash loses, never repeats
-                    await self._commit_fetched(found)
-                for tp, messages in found.items():
-                    await self._dispatch(tp, messages)
+                owners = [(tp, messages, partitions.get(tp)) for tp, messages in found.items()]
+                if not gate.is_set():  # a checkpoint is waiting for the agents to finish
+                    await gate.wait()
+                idle.clear()
+                try:
+                    if at_most_once:  # commit before processing: a crash loses, never repeats
+                        await self._commit_fetched(found)
+                    for tp, messages, state in owners:
+                        # A state replaced since the fetch (rebalance, aborted transaction) drops the records.
+                        if state is not None and state.active and not state.stopped:
+                            await self._dispatch(tp, messages, state)
+                finally:
+                    idle.set()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self.crash(exc)
 
-    async def _dispatch(self, tp: TP, messages: list[Message]) -> None:
-        state = self.partitions.get(tp)
-        if state is None or not state.active or state.stopped:
-            return
+    async def _dispatch(self, tp: TP, messages: list[Message], state: PartitionState) -> None:
         route = self._routes[tp.topic]
-        good, values = await self._decode(route.topic, messages)
+        good, values = await self._decode(route.topic, messages, state)
         part = state.track(messages[-1].offset)
         if not good:
             return
@@ -348,7 +365,8 @@ class Runtime:
                 if split_msgs[i]:
                     await actor.queue.put(Chunk(state, part, split_msgs[i], split_vals[i], decode_key))
 
-    async def _decode(self, topic: Topic, messages: list[Message]) -> tuple[list[Message], list[Any]]:
+    async def _decode(self, topic: Topic, messages: list[Message], state: PartitionState
+                      ) -> tuple[list[Message], list[Any]]:
         try:  # the fast path: one call for the whole batch
             return messages, topic.value_codec.loads_many([m.value for m in messages])
         except CodecError:
@@ -361,10 +379,10 @@ class Runtime:
                 values.append(None if message.value is None else loads(message.value))
                 good.append(message)
             except CodecError as exc:
-                await self._reject(message, exc, stage="decode")
+                await self._reject(message, exc, stage="decode", group=state.group)
         return good, values
 
-    async def _reject(self, message: Message, exc: Exception, stage: str) -> None:
+    async def _reject(self, message: Message, exc: Exception, stage: str, group: str) -> None:
         """Report a record that cannot be processed; send it to the dead-letter topic if one is set."""
         self.decode_errors += 1
         DECODE_ERRORS.labels(message.topic).inc()
@@ -383,7 +401,9 @@ class Runtime:
                 ("grey.partition", str(message.partition).encode()),
                 ("grey.offset", str(message.offset).encode()),
             ]
-            await self.producer.send(dlq, message.value, key=message.key, headers=headers)
+            txns = self.transactions  # under exactly-once the dead letter commits with the offset it skips
+            producer = txns.producer_for(group) if txns is not None else self.producer
+            await producer.send(dlq, message.value, key=message.key, headers=headers)
 
     def _on_processed(self, count: int) -> None:
         self.processed += count
@@ -409,10 +429,44 @@ class Runtime:
             return {}
         async with self._commit_lock:
             self._since_commit = 0
-            states = list(self.partitions.values()) if tps is None else [
-                s for tp in tps if (s := self.partitions.get(tp)) is not None]
-            assert self._checkpoint is not None
-            return await self._checkpoint.run(states)
+            wanted = None if tps is None else set(tps)
+            if self.transactions is None:
+                assert self._checkpoint is not None
+                return await self._checkpoint.run(self._states(wanted))
+            self._dispatch_open.clear()
+            try:
+                if not await self._quiesce():
+                    return {}
+                return await self.transactions.commit(self._states(wanted))
+            finally:
+                if not self._stopping:
+                    self._dispatch_open.set()
+
+    def _states(self, tps: set[TP] | None) -> list[PartitionState]:
+        if tps is None:
+            return list(self.partitions.values())
+        return [s for tp in tps if (s := self.partitions.get(tp)) is not None]
+
+    async def _quiesce(self) -> bool:
+        """Wait until the fetch loop hands out nothing and every agent finished what it was handed.
+
+        Then the open transactions hold exactly the effects of the offsets a
+        checkpoint commits. False if the agents did not get there within
+        ``shutdown_timeout`` (the checkpoint is skipped; a stuck agent is logged).
+        """
+        if not self._actor_tasks:  # stopped before the agents started: nothing was handed out
+            return True
+        try:
+            async with asyncio.timeout(self.conf.shutdown_timeout):
+                await self._fetch_idle.wait()
+                for actor in self._actors:
+                    await actor.queue.drained()
+        except TimeoutError:
+            busy = [f"{a.agent.name}#{a.index}" for a in self._actors if not a.queue.is_drained]
+            log.warning("checkpoint skipped: agents %s did not finish their events within %.0fs",
+                        ", ".join(busy), self.conf.shutdown_timeout)
+            return False
+        return True
 
     async def _commit_fetched(self, found: dict[TP, list[Message]]) -> None:
         assert self.consumer is not None
@@ -439,7 +493,7 @@ class Runtime:
             tp, where = TP(event.topic, event.partition), f"offset {event.offset}"
         else:
             tp, where = None, "no event"
-        if isinstance(exc, TableError) and tp is not None and tp not in self.partitions:
+        if isinstance(exc, TableError | PartitionLost) and tp is not None and tp not in self.partitions:
             # A rebalance took the partition (and its table partition) while the agent held its events:
             # not a failure; the new owner processes them again from the committed offset.
             log.info("agent %s: %s[%d] was revoked while processing %s; the new owner redoes it",
@@ -453,6 +507,11 @@ class Runtime:
             self.crash(exc)
             return False
         stopped = self.partitions.get(tp)
+        if self.transactions is not None and stopped is not None:
+            # The group's open transaction holds part of this event's effects: the next checkpoint aborts it.
+            self.transactions.fail(stopped.group, exc)
+            self._commit_wanted.set()
+            return True
         if stopped is not None:
             stopped.stopped = True
             if self.consumer is not None:
@@ -467,7 +526,8 @@ class Runtime:
         while True:
             await asyncio.sleep(seconds)
             try:
-                await listener.tick()
+                async with self._commit_lock:  # never between a checkpoint's wait for the agents and its commit
+                    await listener.tick()
             except Exception as exc:
                 log.exception("closing windows of table %s failed", table.name)
                 self.crash(exc)
@@ -485,6 +545,16 @@ class Runtime:
             raise
         except Exception as exc:
             log.exception("timer/task %s failed: %r", name, exc)
+
+
+def _staged_sinks(app: AppModel, agents: Sequence[AgentSpec]) -> list[StagedSink]:
+    """The staged sinks the app registered or its agents list, each once."""
+    found: list[StagedSink] = list(app.sinks)
+    for agent in agents:
+        for sink in agent.sinks:
+            if isinstance(sink, StagedSink) and sink not in found:
+                found.append(sink)
+    return found
 
 
 def _fmt(tps: Iterable[TP]) -> str:

@@ -2,8 +2,9 @@
 
 ``@app.agent(topic, sink=[other_topic, other_agent, callback])`` forwards every
 value the agent yields to each sink, in order, before the event that produced
-it counts as processed. Transactional sinks with checkpoint markers (Redis,
-S3, Elasticsearch) build on this protocol in later work.
+it counts as processed. Staged sinks (``grey.sinks.staged``; Redis in
+``grey.sinks.redis``) keep what they are given until the checkpoint, and write
+it there with a marker so that a replay cannot apply it twice.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from typing import Any, Protocol
+
+from grey.sinks.staged import SinkMarker, StagedSink
 
 
 class Sink(Protocol):
@@ -55,7 +58,7 @@ class CallbackSink:
 def as_sink(target: Any) -> Sink:
     """A Sink for a Topic, an Agent, a Sink or a callable."""
     if hasattr(target, "send") and callable(target.send):
-        if isinstance(target, ChannelSink | CallbackSink):
+        if isinstance(target, ChannelSink | CallbackSink | StagedSink):
             return target
         return ChannelSink(target)
     if callable(target):
@@ -63,5 +66,5 @@ def as_sink(target: Any) -> Sink:
     raise TypeError(f"sink {target!r} is not a Topic, Agent, Sink or callable")
 
 
-__all__ = ["CallbackSink", "ChannelSink", "Sink", "as_sink"]
+__all__ = ["CallbackSink", "ChannelSink", "Sink", "SinkMarker", "StagedSink", "as_sink"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from grey.sinks.staged import Delivery, SinkMarker
+from grey.sinks.staged import Delivery, SinkMarker, StagedSink
 
 # KEYS[1] is the marker, KEYS[2..] the data keys; ARGV[1] the marker offset, ARGV[2] the expiry
 # (0: none), ARGV[3..] the values for KEYS[2..].
@@ -36,7 +36,7 @@ return 1
 """
 
 
-class RedisSink:
+class RedisSink(StagedSink):
     """Upserts JSON values under keys made from the value's fields; exactly-once with markers."""
 
     delivery: Delivery = "exactly_once"
@@ -57,6 +57,7 @@ class RedisSink:
         self.fields = fields
         self.expire = expire
         self.marker_prefix = marker_prefix
+        self.name = f"redis:{key_pattern}"
         self._staged: dict[str, dict[str, bytes]] = {}
         self._client: Any = None
         self._apply: Any = None
@@ -85,11 +86,14 @@ class RedisSink:
             raise KeyError(f"Redis sink key_pattern {self.key_pattern!r} needs field {exc.args[0]!r}; "
                            f"the value has {sorted(data)}") from None
 
-    def add(self, group: str, value: Any) -> None:
+    def stage(self, group: str, value: Any) -> None:
         self._staged.setdefault(group, {})[self.key_for(value)] = self._encode(value)
 
     def discard(self, group: str) -> None:
         self._staged.pop(group, None)
+
+    def staged_groups(self) -> set[str]:
+        return set(self._staged)
 
     def marker_key(self, group: str) -> str:
         return f"{self.marker_prefix}{group}"

@@ -12,7 +12,7 @@ only then commits the source offsets.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -258,14 +258,38 @@ class Table:
         for number in list(self._owned):
             self.close_partition(number)
 
-    def has_changes(self) -> bool:
+    def has_changes(self, number: int | None = None) -> bool:
+        """Whether there are writes not yet in the store (in one partition, or in any)."""
+        if number is not None:
+            part = self._owned.get(number)
+            return part is not None and bool(part.buffer or part.flushing)
         return any(part.buffer or part.flushing for part in self._owned.values())
 
-    async def send_changes(self, producer: Producer) -> dict[int, Awaitable[int]]:
-        """Start a checkpoint: move each buffer aside and send its latest values to the changelog."""
+    def discard_changes(self, number: int) -> None:
+        """Forget a partition's writes since its last checkpoint (an aborted transaction).
+
+        A view built on the table (windows, idempotency keys) rebuilds its own
+        state from the store, which holds what the last commit left.
+        """
+        part = self._owned.get(number)
+        if part is None:
+            return
+        part.buffer, part.flushing, part.encoded = {}, {}, {}
+        if self.listener is not None:
+            self.listener.partition_closed(number)
+            self.listener.partition_ready(number)
+
+    async def send_changes(self, producer: Producer, numbers: Iterable[int] | None = None
+                           ) -> dict[int, Awaitable[int]]:
+        """Start a checkpoint: move each buffer aside and send its latest values to the changelog.
+
+        ``numbers`` limits it to some partitions (one partition group's transaction).
+        """
         last: dict[int, Awaitable[int]] = {}
         encode = self.value_codec.dumps
-        for number, part in self._owned.items():
+        owned = self._owned
+        for number in owned if numbers is None else [n for n in numbers if n in owned]:
+            part = owned[number]
             if part.flushing:  # the last checkpoint failed half-way: its writes are still to be sent
                 part.buffer = {**part.flushing, **part.buffer}
             if not part.buffer:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from grey.agents.stream import Stream, current_stream
+from grey.agents.stream import Stream, current_partition, current_stream
 from grey.codecs import Codec
 from grey.observability.metrics import LATE_EVENTS, WINDOWS_CLOSED
 from grey.tables.aggregations import Aggregation
@@ -137,7 +137,7 @@ class WindowedTable:
         self._closed: dict[int, dict[int, set[bytes]]] = {}
         self._last_event: dict[int, tuple[float, int]] = {}  # partition -> (wall clock, stream time)
         self._closed_horizon: dict[int, int] = {}  # partition -> latest start of a window found closed
-        self._to_emit: list[tuple[Any, Window, dict[str, Any]]] = []
+        self._to_emit: list[tuple[int, Any, Window, dict[str, Any]]] = []
         table.listener = self
 
     def __repr__(self) -> str:
@@ -295,7 +295,7 @@ class WindowedTable:
                 if emit:
                     key, _ = self._keys.loads(key_bytes)
                     window = Window(start / 1000, (start + self.size_ms) / 1000)
-                    self._to_emit.append((key, window, self.results(state)))
+                    self._to_emit.append((number, key, window, self.results(state)))
                 count += 1
                 if self.expires_ms is not None:  # only expiry needs to find closed windows again
                     closed.setdefault(start, set()).add(key_bytes)
@@ -310,13 +310,17 @@ class WindowedTable:
     async def _emit(self) -> None:
         pending, self._to_emit = self._to_emit, []
         target = self.on_close
-        for key, window, results in pending:
-            if isinstance(target, Topic):
-                await target.send({"key": key, "start": window.start, "end": window.end, **results}, key=key)
-            elif target is not None:
-                outcome = target(key, window, results)
-                if inspect.isawaitable(outcome):
-                    await outcome
+        for number, key, window, results in pending:
+            token = current_partition.set(number)  # what is sent belongs to the partition's transaction
+            try:
+                if isinstance(target, Topic):
+                    await target.send({"key": key, "start": window.start, "end": window.end, **results}, key=key)
+                elif target is not None:
+                    outcome = target(key, window, results)
+                    if inspect.isawaitable(outcome):
+                        await outcome
+            finally:
+                current_partition.reset(token)
 
     # -- partitions come and go (the table tells us) -------------------
 

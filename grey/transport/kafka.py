@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, ProducerFenced
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import InvalidProducerEpoch, KafkaConnectionError, ProducerFenced
 
 from grey.transport.base import (
     TP,
@@ -90,6 +92,9 @@ class KafkaConsumer:
             client_id=settings.client_id,
             group_id=settings.group_id or None,  # no group: a reader that assign()s its partitions
             enable_auto_commit=False,
+            # Range gives partition p of every topic with the same partition count to the same member:
+            # that keeps a partition group (tables, transactions) on one worker.
+            partition_assignment_strategy=(RangePartitionAssignor,),
             auto_offset_reset=settings.auto_offset_reset,
             max_poll_records=settings.max_poll_records,
             fetch_max_bytes=settings.fetch_max_bytes,
@@ -134,6 +139,11 @@ class KafkaConsumer:
     def assignment(self) -> set[TP]:
         return {TP(tp.topic, tp.partition) for tp in self._client.assignment()}
 
+    def rejoin(self) -> None:
+        coordinator = getattr(self._client, "_coordinator", None)
+        if coordinator is not None:
+            coordinator.request_rejoin()
+
     def pause(self, *tps: TP) -> None:
         self._client.pause(*(_tp(tp) for tp in tps))
 
@@ -166,6 +176,7 @@ class KafkaProducer:
             acks="all" if settings.acks in ("all", "-1") else int(settings.acks),
             enable_idempotence=settings.enable_idempotence or transactional_id is not None,
             transactional_id=transactional_id,
+            transaction_timeout_ms=settings.transaction_timeout_ms,
             linger_ms=settings.linger_ms,
             max_batch_size=settings.batch_size,
             compression_type=settings.compression_type,
@@ -219,21 +230,31 @@ class KafkaProducer:
         return found
 
     async def begin_transaction(self) -> None:
-        await self._client.begin_transaction()
+        with _fencing():
+            await self._client.begin_transaction()
 
     async def send_offsets_to_transaction(self, offsets: Mapping[TP, int], group_id: str) -> None:
-        await self._client.send_offsets_to_transaction(
-            {_tp(tp): o for tp, o in offsets.items()}, group_id
-        )
+        with _fencing():
+            await self._client.send_offsets_to_transaction(
+                {_tp(tp): o for tp, o in offsets.items()}, group_id
+            )
 
     async def commit_transaction(self) -> None:
-        try:
+        with _fencing():
             await self._client.commit_transaction()
-        except ProducerFenced as exc:
-            raise ProducerFencedError(str(exc)) from exc
 
     async def abort_transaction(self) -> None:
-        await self._client.abort_transaction()
+        with _fencing():
+            await self._client.abort_transaction()
+
+
+@contextlib.contextmanager
+def _fencing() -> Iterator[None]:
+    """aiokafka's fencing errors (a newer epoch, or a transaction the coordinator timed out) as one type."""
+    try:
+        yield
+    except (ProducerFenced, InvalidProducerEpoch) as exc:
+        raise ProducerFencedError(f"{type(exc).__name__}: {exc}") from exc
 
 
 async def _last_offset(deliveries: list[tuple[Awaitable[RecordMetadata], int]]) -> int:

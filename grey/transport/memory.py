@@ -206,16 +206,16 @@ class MemoryBroker:
     def join(self, group_id: str, member: MemoryConsumer) -> None:
         group = self.group(group_id)
         group.members.append(member)
-        self._schedule_rebalance(group)
+        self.schedule_rebalance(group)
 
     async def leave(self, group_id: str, member: MemoryConsumer) -> None:
         group = self.group(group_id)
         if member in group.members:
             group.members.remove(member)
             await member._revoke_all()
-            await self._schedule_rebalance(group)
+            await self.schedule_rebalance(group)
 
-    def _schedule_rebalance(self, group: _Group) -> asyncio.Task[None]:
+    def schedule_rebalance(self, group: _Group) -> asyncio.Task[None]:
         previous = group.rebalance
 
         async def run() -> None:
@@ -232,13 +232,18 @@ class MemoryBroker:
         for member in members:  # eager protocol: everybody gives everything up first
             await member._revoke_all()
         wanted = sorted({t for m in members for t in m.subscription})
-        partitions = [TP(t, p) for t in wanted if t in self.topics for p in range(len(self.topics[t]))]
         shares: dict[MemoryConsumer, set[TP]] = {m: set() for m in members}
-        eligible = {tp: [m for m in members if tp.topic in m.subscription] for tp in partitions}
-        for i, tp in enumerate(partitions):
-            candidates = eligible[tp]
-            if candidates:
-                shares[candidates[i % len(candidates)]].add(tp)
+        for topic in wanted:  # Kafka's range assignor: contiguous runs per topic, in member order
+            if topic not in self.topics:
+                continue
+            count = len(self.topics[topic])
+            candidates = [m for m in members if topic in m.subscription]
+            each, extra = divmod(count, len(candidates))
+            start = 0
+            for i, member in enumerate(candidates):
+                end = start + each + (1 if i < extra else 0)
+                shares[member].update(TP(topic, p) for p in range(start, end))
+                start = end
         for member in members:
             if member in group.members:  # it may have left while we awaited
                 await member._assign(shares[member], group)
@@ -353,6 +358,10 @@ class MemoryConsumer:
 
     def assignment(self) -> set[TP]:
         return set(self._assigned)
+
+    def rejoin(self) -> None:
+        if self._started:
+            self.broker.schedule_rebalance(self.broker.group(self.settings.group_id))
 
     def pause(self, *tps: TP) -> None:
         self._paused.update(TP(*tp) for tp in tps)

@@ -21,30 +21,30 @@ async def test_batches_apply_once_in_marker_order(redis_url: str, unique: str) -
     client = aioredis.from_url(redis_url)
     await sink.start()
     try:
-        sink.add("g0", Total(user_id="ann", total=5.0))
-        sink.add("g0", Total(user_id="bob", total=1.0))
-        sink.add("g0", Total(user_id="ann", total=7.0))  # latest value per key wins inside a batch
+        sink.stage("g0", Total(user_id="ann", total=5.0))
+        sink.stage("g0", Total(user_id="bob", total=1.0))
+        sink.stage("g0", Total(user_id="ann", total=7.0))  # latest value per key wins inside a batch
         assert await sink.flush(SinkMarker("g0", 100)) is True
         assert await client.get(f"{unique}:realtime:ann") == b'{"user_id":"ann","total":7.0}'
         assert 0 < await client.ttl(f"{unique}:realtime:ann") <= 60
         assert await sink.marker("g0") == 100
 
         # a replay of the same batch after a crash, or an older one, does not apply
-        sink.add("g0", Total(user_id="ann", total=999.0))
+        sink.stage("g0", Total(user_id="ann", total=999.0))
         assert await sink.flush(SinkMarker("g0", 100)) is False
-        sink.add("g0", Total(user_id="ann", total=998.0))
+        sink.stage("g0", Total(user_id="ann", total=998.0))
         assert await sink.flush(SinkMarker("g0", 90)) is False
         assert await client.get(f"{unique}:realtime:ann") == b'{"user_id":"ann","total":7.0}'
 
         # a newer batch applies; another group has its own marker
-        sink.add("g0", Total(user_id="ann", total=8.0))
+        sink.stage("g0", Total(user_id="ann", total=8.0))
         assert await sink.flush(SinkMarker("g0", 150)) is True
-        sink.add("g1", Total(user_id="cy", total=2.0))
+        sink.stage("g1", Total(user_id="cy", total=2.0))
         assert await sink.flush(SinkMarker("g1", 3)) is True
         assert await client.get(f"{unique}:realtime:ann") == b'{"user_id":"ann","total":8.0}'
         assert (await sink.marker("g0"), await sink.marker("g1")) == (150, 3)
 
-        sink.add("g0", Total(user_id="dee", total=1.0))
+        sink.stage("g0", Total(user_id="dee", total=1.0))
         sink.discard("g0")  # an aborted checkpoint's staged records go away
         assert await sink.flush(SinkMarker("g0", 200)) is True
         assert await client.get(f"{unique}:realtime:dee") is None
@@ -56,6 +56,6 @@ async def test_batches_apply_once_in_marker_order(redis_url: str, unique: str) -
 def test_key_pattern_errors_name_the_field() -> None:
     sink = RedisSink(key_pattern="realtime:{user_id}")
     with pytest.raises(KeyError, match="needs field 'user_id'"):
-        sink.add("g0", {"account": "x"})
+        sink.stage("g0", {"account": "x"})
     with pytest.raises(ValueError, match="names no field"):
         RedisSink(key_pattern="realtime")
