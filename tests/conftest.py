@@ -1,11 +1,13 @@
-"""Shared fixtures: unique names, and the broker URLs of the local services."""
+"""Shared fixtures: unique names, and the local services (a missing one is a failure, never a skip)."""
 
 from __future__ import annotations
 
 import itertools
 import os
+import socket
 import uuid
 from collections.abc import Iterator
+from urllib.parse import urlparse
 
 import pytest
 
@@ -27,3 +29,32 @@ def memory_url(unique: str) -> Iterator[str]:
 
 
 KAFKA_URL = os.environ.get("GREY_TEST_KAFKA", f"kafka://127.0.0.1:{os.environ.get('GREY_KAFKA_PORT', '9092')}")
+REDIS_URL = f"redis://127.0.0.1:{os.environ.get('GREY_REDIS_PORT', '6379')}/0"
+
+
+def _reachable(url: str) -> bool:
+    first = url.removeprefix("kafka://").split(",")[0]
+    parsed = urlparse(f"//{first}")
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 9092), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_url() -> str:
+    if not _reachable(KAFKA_URL):
+        pytest.fail(f"no Kafka at {KAFKA_URL}: start it with `scripts/services up kafka` (make test does)")
+    return KAFKA_URL
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    port = int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+    except OSError:
+        pytest.fail(f"no Redis at {REDIS_URL}: start it with `scripts/services up redis` (make test does)")
+    return REDIS_URL

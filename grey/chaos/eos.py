@@ -136,6 +136,13 @@ class WorkerPool:
         proc.wait()
         self.logs.pop(slot).close()
 
+    def freeze(self, slot: int) -> None:
+        """SIGSTOP: the worker keeps its sockets but answers nothing (a zombie in the making)."""
+        self.procs[slot].send_signal(signal.SIGSTOP)
+
+    def thaw(self, slot: int) -> None:
+        self.procs[slot].send_signal(signal.SIGCONT)
+
     def alive(self) -> list[int]:
         return [slot for slot, proc in self.procs.items() if proc.poll() is None]
 
@@ -157,8 +164,10 @@ class WorkerPool:
         self.logs.clear()
         return codes
 
-    def output(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.work_dir.glob("worker*.log")))
+    def output(self, slot: int | None = None) -> str:
+        """What the workers (or one slot's worker, every start of it) logged."""
+        pattern = "worker*.log" if slot is None else f"worker{slot}.*.log"
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.work_dir.glob(pattern)))
 
 
 # -- talking to the broker and Redis -------------------------------------------
@@ -282,6 +291,25 @@ async def check(cfg: ChaosConfig, events: Sequence[tuple[int, str, int]], report
     report.examples += [f"id {i} came {n} times" for i, n in seen.most_common(3) if n > 1]
 
 
+async def settle(cfg: ChaosConfig, pool: WorkerPool, report: ChaosReport, log: Any = print) -> None:
+    """Let every worker run until the app committed the whole workload, then stop them all."""
+    try:
+        for slot in range(cfg.workers):  # a worker that died by itself is a finding, but keep going
+            if slot not in pool.alive():
+                log(f"  worker {slot} was not running at the end of the workload; starting it")
+                pool.start(slot)
+        deadline = time.monotonic() + cfg.settle_timeout
+        while not (done := await caught_up(cfg)) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(1.0)
+        report.caught_up = done
+        if not done:
+            log(f"  the workers did not catch up within {cfg.settle_timeout:.0f}s")
+    finally:
+        codes = pool.stop_all()
+    if any(code not in (0, -signal.SIGTERM) for code in codes.values()):
+        log(f"  worker exit codes: {codes}")
+
+
 async def run(cfg: ChaosConfig, log: Any = print) -> ChaosReport:
     started = time.monotonic()
     events = workload(cfg)
@@ -313,20 +341,8 @@ async def run(cfg: ChaosConfig, log: Any = print) -> ChaosReport:
                 await asyncio.sleep(cfg.restart_after)
                 pool.start(slot)
         await producing
-        for slot in range(cfg.workers):  # a worker that died by itself is a finding, but keep going
-            if slot not in pool.alive():
-                log(f"  worker {slot} was not running at the end of the workload; starting it")
-                pool.start(slot)
-        deadline = time.monotonic() + cfg.settle_timeout
-        while not (done := await caught_up(cfg)) and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(1.0)
-        report.caught_up = done
-        if not report.caught_up:
-            log(f"  the workers did not catch up within {cfg.settle_timeout:.0f}s")
     finally:
-        codes = pool.stop_all()
-    if any(code not in (0, -signal.SIGTERM) for code in codes.values()):
-        log(f"  worker exit codes: {codes}")
+        await settle(cfg, pool, report, log)
     await check(cfg, events, report)
     report.seconds = time.monotonic() - started
     log(f"  outputs={report.outputs} kills={report.kills} caught_up={report.caught_up} "

@@ -33,7 +33,7 @@ from grey.tables.errors import TableError
 from grey.tables.recovery import Recovered, recover_partition
 from grey.tables.table import Table
 from grey.topics import Topic
-from grey.transport import TP, Consumer, Message, Producer, Transport, open_transport
+from grey.transport import TP, Consumer, Message, Producer, ProducerFencedError, Transport, open_transport
 
 TaskFun = Callable[[], Awaitable[None]]
 
@@ -498,6 +498,14 @@ class Runtime:
             # not a failure; the new owner processes them again from the committed offset.
             log.info("agent %s: %s[%d] was revoked while processing %s; the new owner redoes it",
                      agent.name, tp.topic, tp.partition, where)
+            return True
+        state = self.partitions.get(tp) if tp is not None else None
+        if isinstance(exc, ProducerFencedError) and self.transactions is not None and state is not None:
+            # Another worker fenced the group's producer: the next checkpoint gives the group up.
+            log.info("agent %s: the producer of partition group %s was fenced while processing %s",
+                     agent.name, state.group, where)
+            self.transactions.fail(state.group, exc)
+            self._commit_wanted.set()
             return True
         self.failures.append(AgentFailure(agent.name, tp.topic if tp else None, tp.partition if tp else None,
                                           (batch.first_offset if batch else event.offset if event else None), exc))

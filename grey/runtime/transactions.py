@@ -292,21 +292,13 @@ class Transactions:
         try:
             async with asyncio.timeout(self.conf.client.request_timeout_ms / 1000):
                 await producer.abort_transaction()
-        except ProducerFencedError as fenced:
-            await self._give_up(group, fenced)
+        except Exception as abort_exc:
+            # Fenced, or the producer is in a fatal state. Never start a new producer with the id here:
+            # if another worker owns the group now, that would fence the rightful owner. Give the group
+            # up; the rejoin hands it back (with fencing, offsets and table recovery) if it is still ours.
+            log.debug("partition group %s: abort failed too: %r", group.name, abort_exc)
+            await self._give_up(group, exc)
             return
-        except Exception as abort_exc:  # the producer is unusable: a new one with the same id takes over
-            log.warning("partition group %s: abort failed (%r); starting a new producer", group.name, abort_exc)
-            await self._close(group)
-            try:
-                await self._open(group)
-            except ProducerFencedError as fenced:
-                await self._give_up(group, fenced)
-                return
-            except Exception as open_exc:
-                log.error("partition group %s: cannot start a producer: %r", group.name, open_exc)
-                self._stop(group, open_exc)
-                return
         self._rewind(group)
         if stop:
             self._stop(group, exc)
@@ -363,8 +355,8 @@ class Transactions:
 
     async def _give_up(self, group: PartitionGroup, exc: BaseException) -> None:
         """Another worker took the group (or the coordinator timed its transaction out): let it go."""
-        log.warning("partition group %s: producer fenced (%s); another worker owns the group now, giving it "
-                    "up and asking the consumer group for a new assignment", group.name, exc)
+        log.warning("partition group %s: producer fenced or failed (%r); another worker may own the group now: "
+                    "giving it up and asking the consumer group for a new assignment", group.name, exc)
         self.aborted += 1
         TRANSACTIONS_ABORTED.labels(self._app, "fenced").inc()
         self.groups.pop(group.name, None)

@@ -12,7 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import InvalidProducerEpoch, KafkaConnectionError, ProducerFenced
+from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, KafkaConnectionError, ProducerFenced
 
 from grey.transport.base import (
     TP,
@@ -184,9 +184,11 @@ class KafkaProducer:
             **_security(settings),
         )
         self._servers, self._settings = servers, settings
+        self._transactional = transactional_id is not None
 
     async def start(self) -> None:
-        await _connect(self._client, self._servers, self._settings)
+        with _fencing(self._client):
+            await _connect(self._client, self._servers, self._settings)
 
     async def stop(self) -> None:
         await self._client.stop()
@@ -200,61 +202,85 @@ class KafkaProducer:
         headers: Headers | None = None,
         timestamp_ms: int | None = None,
     ) -> Awaitable[RecordMetadata]:
-        fut: Awaitable[RecordMetadata] = await self._client.send(
-            topic, value, key=key, partition=partition,
-            headers=list(headers) if headers else None, timestamp_ms=timestamp_ms,
-        )
+        with _fencing(self._client):
+            fut: asyncio.Future[RecordMetadata] = await self._client.send(
+                topic, value, key=key, partition=partition,
+                headers=list(headers) if headers else None, timestamp_ms=timestamp_ms,
+            )
+        if self._transactional:  # a failure also fails the commit; nobody needs to await this one
+            fut.add_done_callback(_retrieve)
         return fut
 
     async def send_many(
         self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None]]
     ) -> Awaitable[int]:
-        deliveries: list[tuple[Awaitable[RecordMetadata], int]] = []
-        batch, count = self._client.create_batch(), 0
-        for key, value in records:
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                deliveries.append((await self._client.send_batch(batch, topic, partition=partition), count))
-                batch, count = self._client.create_batch(), 0
+        with _fencing(self._client):
+            deliveries: list[tuple[Awaitable[RecordMetadata], int]] = []
+            batch, count = self._client.create_batch(), 0
+            for key, value in records:
                 if batch.append(key=key, value=value, timestamp=None) is None:
-                    raise TopicError(f"a record for {topic}[{partition}] is larger than batch_size allows")
-            count += 1
-        if count:
-            deliveries.append((await self._client.send_batch(batch, topic, partition=partition), count))
-        return _last_offset(deliveries)
+                    deliveries.append((await self._client.send_batch(batch, topic, partition=partition), count))
+                    batch, count = self._client.create_batch(), 0
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        raise TopicError(f"a record for {topic}[{partition}] is larger than batch_size allows")
+                count += 1
+            if count:
+                deliveries.append((await self._client.send_batch(batch, topic, partition=partition), count))
+        last = asyncio.ensure_future(_last_offset(deliveries))
+        last.add_done_callback(_retrieve)  # a checkpoint that failed earlier never awaits it
+        return last
 
     async def flush(self) -> None:
-        await self._client.flush()
+        with _fencing(self._client):
+            await self._client.flush()
 
     async def partitions_for(self, topic: str) -> set[int]:
         found: set[int] = await self._client.partitions_for(topic)
         return found
 
     async def begin_transaction(self) -> None:
-        with _fencing():
+        with _fencing(self._client):
             await self._client.begin_transaction()
 
     async def send_offsets_to_transaction(self, offsets: Mapping[TP, int], group_id: str) -> None:
-        with _fencing():
+        with _fencing(self._client):
             await self._client.send_offsets_to_transaction(
                 {_tp(tp): o for tp, o in offsets.items()}, group_id
             )
 
     async def commit_transaction(self) -> None:
-        with _fencing():
+        with _fencing(self._client):
             await self._client.commit_transaction()
 
     async def abort_transaction(self) -> None:
-        with _fencing():
+        with _fencing(self._client):
             await self._client.abort_transaction()
 
 
 @contextlib.contextmanager
-def _fencing() -> Iterator[None]:
-    """aiokafka's fencing errors (a newer epoch, or a transaction the coordinator timed out) as one type."""
+def _fencing(client: AIOKafkaProducer | None = None) -> Iterator[None]:
+    """aiokafka's fencing errors (a newer epoch, or a transaction the coordinator timed out) as one type.
+
+    A fence noticed by aiokafka's background sender leaves the producer in a
+    fatal state, and the next call fails with an unrelated-looking error; that
+    counts as fenced too.
+    """
     try:
         yield
     except (ProducerFenced, InvalidProducerEpoch) as exc:
         raise ProducerFencedError(f"{type(exc).__name__}: {exc}") from exc
+    except (IllegalOperation, AssertionError) as exc:
+        txn = getattr(client, "_txn_manager", None)
+        if txn is not None and txn.is_fatal_error():
+            raise ProducerFencedError(f"the transactional producer failed for good ({exc}); it was fenced by "
+                                      "a newer producer, or the coordinator timed its transaction out") from exc
+        raise
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a delivery's failure as seen (it surfaces where it matters: the flush or the commit)."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 async def _last_offset(deliveries: list[tuple[Awaitable[RecordMetadata], int]]) -> int:
