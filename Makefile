@@ -53,6 +53,7 @@ bench: venv
 	$(BIN)/pip install -q -e '.[bench]'
 	GREY_BROKER=$(LOCAL_BROKER) scripts/with-services kafka -- $(BIN)/python bench/bench_runtime.py --events 1000000 --repeat 3
 	GREY_BROKER=$(LOCAL_BROKER) scripts/with-services kafka -- $(BIN)/python bench/bench_tables.py --events 1000000 --repeat 3
+	GREY_BROKER=$(LOCAL_BROKER) scripts/with-services kafka -- $(BIN)/python bench/bench_eos.py --events 1000000
 
 services-up: venv
 	scripts/services up

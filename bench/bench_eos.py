@@ -17,9 +17,11 @@ output topic or changelog, and data_dir. Two phases:
   keeps its own checkpoint_interval default (1,000 events under at_least_once; time only under
   exactly_once). *events/s* is N over the time from the first event the agent sees until the
   group's committed offsets reach the end of every partition (under exactly_once: until the last
-  transaction committed); *processed/s* stops at the last event processed instead. Afterwards the
-  output (the enriched topic read with read_committed, or the table's windows) must hold every
-  event once, with the exact checksum of bench_runtime.
+  transaction committed); *processed/s* stops at the last event processed instead, which leaves
+  out the wait for the last commit (up to a commit interval, plus the commit: it weighs more in a
+  short run). The table gives exactly-once's cost on both. Afterwards the output (the enriched
+  topic read with read_committed, or the table's windows) must hold every event once, with the
+  exact checksum of bench_runtime.
 * **latency** (enrich only): the driver produces ``--rate`` events/s for ``--latency-seconds``
   to a fresh topic, each carrying its produce time in ``timestamp``, while a read_committed
   consumer reads the output; latency is receive time minus produce time, without the first
@@ -417,7 +419,9 @@ def describe(summary: dict[str, Result]) -> None:
         base = summary.get(name.replace(EOS, ALO)) if guarantee == EOS else None
         if base is not None and "events_per_s" in row:
             row["eos_cost"] = round(1 - row["events_per_s"] / base["events_per_s"], 4)
-            row["target_met"] = row["interval_s"] != 1.0 or row["eos_cost"] <= COST_TARGET
+            row["eos_cost_processed"] = round(1 - row["processed_events_per_s"] / base["processed_events_per_s"], 4)
+            if row["interval_s"] == 1.0:
+                row["target_met"] = row["eos_cost"] <= COST_TARGET
         if "p99_ms" in row:
             row["p99_intervals"] = round(row["p99_ms"] / 1000 / row["interval_s"], 2)
             if guarantee == EOS:
@@ -429,13 +433,15 @@ def verdict(row: Result) -> str:
 
 
 def throughput_table(summary: dict[str, Result]) -> str:
-    lines = ["| workload | size | guarantee | commit interval | events/s | EOS cost | processed/s | CPU s | RSS MB "
-             "| transactions |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| workload | size | guarantee | commit interval | events/s | EOS cost | processed/s "
+             "| EOS cost (processed) | CPU s | RSS MB | transactions |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in summary.values():
         cost = f"{r['eos_cost']:.1%}{verdict(r)}" if "eos_cost" in r else "-"
+        cost_processed = f"{r['eos_cost_processed']:.1%}" if "eos_cost" in r else "-"
         lines.append(f"| {r['workload']} | {r['size']} B | {r['guarantee']} | {r['interval_s'] * 1000:.0f} ms "
-                     f"| {r['events_per_s']:,.0f} | {cost} | {r['processed_events_per_s']:,.0f} | {r['cpu_s']:.2f} "
-                     f"| {r['peak_rss_mb']:.0f} | {r['transactions']:,.0f} |")
+                     f"| {r['events_per_s']:,.0f} | {cost} | {r['processed_events_per_s']:,.0f} | {cost_processed} "
+                     f"| {r['cpu_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['transactions']:,.0f} |")
     return "\n".join(lines)
 
 

@@ -155,7 +155,7 @@ class Runtime:
         self._producer = self.transport.producer(self.conf.client)
         await self._producer.start()
         for sink in self.sinks:
-            await sink.start()
+            await sink.start(self.conf.id)
         if self.consume:
             self._build_actors()
             self.consumer = self.transport.consumer(self.conf.client)

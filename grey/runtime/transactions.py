@@ -67,7 +67,6 @@ class PartitionGroup:
     failed: BaseException | None = None  # an agent failed on it: abort at the checkpoint, then stop
     failures: int = 0  # checkpoints failed in a row
     stopped: bool = False
-    began: float = 0.0
 
 
 class Transactions:
@@ -168,7 +167,6 @@ class Transactions:
         assert group.producer is not None
         await group.producer.begin_transaction()
         group.dirty = False
-        group.began = time.monotonic()
         self._metric_begun.inc()
 
     async def release(self, tps: Iterable[TP]) -> None:
@@ -238,7 +236,8 @@ class Transactions:
             await self._abort(group, group.failed, reason="agent_error", stop=True)
             return {}
         offsets = due_offsets(states)
-        staged = [sink for sink in self.sinks if group.name in sink.staged_groups()]
+        # A marker only grows with the offsets: records staged while none moved wait for one that does.
+        staged = [sink for sink in self.sinks if group.name in sink.staged_groups()] if offsets else []
         changed = any(table.has_changes(group.number) for table in self.tables)
         if not (offsets or staged or changed or group.dirty):
             return {}

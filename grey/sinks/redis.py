@@ -57,6 +57,7 @@ class RedisSink(StagedSink):
         self.fields = fields
         self.expire = expire
         self.marker_prefix = marker_prefix
+        self.app_id = ""
         self.name = f"redis:{key_pattern}"
         self._staged: dict[str, dict[str, bytes]] = {}
         self._client: Any = None
@@ -66,7 +67,8 @@ class RedisSink(StagedSink):
     def __repr__(self) -> str:
         return f"<RedisSink {self.url} {self.key_pattern}>"
 
-    async def start(self) -> None:
+    async def start(self, app_id: str = "") -> None:
+        self.app_id = app_id
         import redis.asyncio as aioredis  # the 'redis' extra
 
         self._client = aioredis.from_url(self.url)
@@ -96,7 +98,8 @@ class RedisSink(StagedSink):
         return set(self._staged)
 
     def marker_key(self, group: str) -> str:
-        return f"{self.marker_prefix}{group}"
+        """``grey:marker:{app_id}:{group}`` (without the app id when started outside a worker)."""
+        return f"{self.marker_prefix}{self.app_id}:{group}" if self.app_id else f"{self.marker_prefix}{group}"
 
     async def flush(self, marker: SinkMarker) -> bool:
         staged = self._staged.pop(marker.group, {})

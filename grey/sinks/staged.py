@@ -51,7 +51,8 @@ class StagedSink:
     delivery: Delivery = "at_least_once"
     name: str = "sink"
 
-    async def start(self) -> None:
+    async def start(self, app_id: str = "") -> None:
+        """Connect; ``app_id`` (given by the worker) keeps apps' markers apart in a shared store."""
         return None
 
     async def stop(self) -> None:

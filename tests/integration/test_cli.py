@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -62,10 +61,3 @@ async def test_topic_creation_errors_are_reported_per_topic(kafka_url: str, uniq
         assert f"{unique}-ok" in await admin.list_topics()
     finally:
         await admin.stop()
-
-
-def test_worker_refuses_exactly_once_until_it_exists(kafka_url: str, unique: str, tmp_path: Path) -> None:
-    env = {**app_env(unique, kafka_url), "GREY_PROCESSING_GUARANTEE": "exactly_once"}
-    run = grey_cmd("worker", "-A", APP, env=env)
-    assert run.returncode != 0
-    assert "transaction manager is not built yet" in run.stdout + run.stderr

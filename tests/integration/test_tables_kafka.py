@@ -161,6 +161,9 @@ async def test_kill_9_and_restart_keeps_every_table_update(kafka_url: str, uniqu
 
         await wait_until(some_state, 60, "table updates in the changelog")
         a.kill()  # mid-stream: its buffer and uncommitted offsets are lost
+        # Its disk too: whichever partitions the restarted worker gets, it (or the survivor, for the
+        # killed one's) must rebuild them from the changelog.
+        shutil.rmtree(tmp_path / "a")
         a = start_worker(app_spec, {**env, "GREY_DATA_DIR": str(tmp_path / "a")}, tmp_path / "a2.log")
 
         expected = {f"k{k}": list(range(k, count, keys)) for k in range(keys)}

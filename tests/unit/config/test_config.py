@@ -124,3 +124,12 @@ def test_defaults_follow_the_case_study(monkeypatch: pytest.MonkeyPatch) -> None
     assert conf.client.acks == "all" and conf.client.enable_idempotence
     assert conf.client.compression_type == "lz4" and conf.client.linger_ms == 5
     assert conf.processing_guarantee == "at_least_once"
+
+
+def test_exactly_once_from_the_environment_takes_its_own_interval_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GREY_PROCESSING_GUARANTEE", "exactly_once")
+    conf = grey.App("eos").conf
+    assert (conf.processing_guarantee, conf.client.isolation_level) == ("exactly_once", "read_committed")
+    assert conf.commit_interval == 1.0 and conf.checkpoint_interval == 1_000_000
+    monkeypatch.setenv("GREY_COMMIT_INTERVAL", "0.1")
+    assert grey.App("eos").conf.commit_interval == 0.1  # set explicitly: kept

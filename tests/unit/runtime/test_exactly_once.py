@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 import grey
 from grey.sinks.staged import SinkMarker, StagedSink
@@ -111,6 +112,10 @@ async def test_outputs_table_and_sink_commit_with_the_offsets(unique: str, tmp_p
     assert runtime.transactions.committed > 0 and runtime.transactions.aborted == 0
     markers = await read_all(unique, f"{unique}-sink-markers", partitions=1)
     assert markers, "sink markers are written to the markers topic inside the transactions"
+    metric = REGISTRY.get_sample_value
+    assert metric("grey_transactions_committed_total", {"app": unique}) == runtime.transactions.committed
+    assert metric("grey_transactions_total", {"app": unique}) >= runtime.transactions.committed
+    assert metric("grey_transaction_commit_seconds_count", {"app": unique}) == runtime.transactions.committed
 
 
 async def test_an_agent_error_aborts_its_groups_open_transaction(unique: str, tmp_path: Path) -> None:
@@ -145,6 +150,8 @@ async def test_a_failing_sink_aborts_then_retries_to_exact_totals(unique: str, t
         assert totals.as_dict() == expected
     assert sink.data == expected
     assert ids_of(await read_all(unique, "enriched")) == list(range(500)), "no duplicates from the aborts"
+    aborted = REGISTRY.get_sample_value("grey_transactions_aborted_total", {"app": unique, "reason": "error"})
+    assert aborted == runtime.transactions.aborted
 
 
 async def test_a_restart_continues_from_the_committed_state(unique: str, tmp_path: Path) -> None:
