@@ -9,10 +9,15 @@ import uuid
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
+import hypothesis.internal.observability  # noqa: F401
 import pytest
 
 from grey.transport.memory import MemoryBroker
 
+# hypothesis is imported up front (above) rather than by its pytest plugin at the end of the session:
+# on CPython 3.11.7, compiling a module shortly after aiokafka's fencing errors can fail with "AST
+# constructor recursion depth mismatch" (a CPython bug, reproduced outside pytest), which broke the
+# summary of runs that fence a producer.
 _counter = itertools.count()
 
 
