@@ -145,6 +145,8 @@ class Runtime:
         loop = asyncio.get_running_loop()
         self.crashed = loop.create_future()
         self.transport = open_transport(self.broker_url)
+        if self.conf.dead_letter_topic and self.consume:  # created with the others when missing
+            self.app.topic(self.conf.dead_letter_topic, key_serializer="raw", value_serializer="raw")
         markers = None
         if self.exactly_once and self.sinks and self.consume:
             markers = self.app.topic(f"{self.conf.id}-sink-markers", partitions=1, compacted=True,
@@ -536,6 +538,8 @@ class Runtime:
             try:
                 async with self._commit_lock:  # never between a checkpoint's wait for the agents and its commit
                     await listener.tick()
+            except PartitionLost as exc:  # a group given up under exactly-once: its new owner closes them
+                log.info("windows of table %s: %s", table.name, exc)
             except Exception as exc:
                 log.exception("closing windows of table %s failed", table.name)
                 self.crash(exc)

@@ -296,7 +296,7 @@ class Transactions:
             # if another worker owns the group now, that would fence the rightful owner. Give the group
             # up; the rejoin hands it back (with fencing, offsets and table recovery) if it is still ours.
             log.debug("partition group %s: abort failed too: %r", group.name, abort_exc)
-            await self._give_up(group, exc)
+            await self._give_up(group, exc, counted=True)
             return
         self._rewind(group)
         if stop:
@@ -352,12 +352,13 @@ class Transactions:
                   "processed until the worker restarts or the group moves (on_error='stop_partition')",
                   group.name, ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(group.tps)), exc)
 
-    async def _give_up(self, group: PartitionGroup, exc: BaseException) -> None:
+    async def _give_up(self, group: PartitionGroup, exc: BaseException, *, counted: bool = False) -> None:
         """Another worker took the group (or the coordinator timed its transaction out): let it go."""
         log.warning("partition group %s: producer fenced or failed (%r); another worker may own the group now: "
                     "giving it up and asking the consumer group for a new assignment", group.name, exc)
-        self.aborted += 1
-        TRANSACTIONS_ABORTED.labels(self._app, "fenced").inc()
+        if not counted:  # an abort that failed was counted as an abort already
+            self.aborted += 1
+            TRANSACTIONS_ABORTED.labels(self._app, "fenced").inc()
         self.groups.pop(group.name, None)
         for table in self.tables:
             table.discard_changes(group.number)

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 
 import grey
 from grey.sinks.staged import SinkMarker, StagedSink
+from grey.tables import Count
 from grey.transport import TP, ClientSettings, Message, open_transport
 from grey.transport.memory import MemoryBroker
 from tests.waiting import wait_for
@@ -181,3 +182,36 @@ def test_exactly_once_checkpoints_on_time_by_default(unique: str) -> None:
 def _forget_brokers(unique: str) -> Any:
     yield
     MemoryBroker.forget(unique)
+
+
+async def test_windows_closed_on_the_clock_and_dead_letters_commit_in_the_transaction(
+    unique: str, tmp_path: Path
+) -> None:
+    app = grey.App(unique, broker=f"memory://{unique}", processing_guarantee="exactly_once", data_dir=str(tmp_path),
+                   commit_interval=0.1, dead_letter_topic="bad-clicks")
+    clicks = app.topic("clicks", key_type=str, value_type=dict, partitions=4)
+    closed = app.topic("closed", key_type=str, value_type=dict, partitions=4)
+    windows = app.Table("per-minute", key_type=str).tumbling(
+        60, aggregations={"count": Count()}, time="at", on_close=closed, idle_close=0.2)
+
+    @app.agent(clicks)
+    async def count(stream: grey.Stream) -> None:
+        async for batch in stream.batches(max=100):
+            windows.update_many(batch, key=lambda click: click["user"])
+
+    async with app.running() as runtime:
+        await wait_for(lambda: len(runtime.partitions) == 4 and not runtime.recovering)
+        await clicks.send({"user": "ann", "at": 1019.9}, key="ann")
+        producer = runtime.producer
+        await producer.send("clicks", b"{not json", key=b"ann")
+        # idle: stream time runs on with the clock and the window [960, 1020) closes from the tick task
+        await wait_for(lambda: len(read_committed_now(unique, "closed")) == 1, 5)
+        await wait_for(lambda: len(read_committed_now(unique, "bad-clicks")) == 1, 5)
+    assert json.loads(read_committed_now(unique, "closed")[0])["count"] == 1
+
+
+def read_committed_now(unique: str, topic: str) -> list[bytes]:
+    """Committed values of a memory topic, without a consumer (for polling in wait_for)."""
+    logs = MemoryBroker.named(unique).topics.get(topic, [])
+    return [r.value for log in logs for r in log.records
+            if r.value is not None and not r.control and (r.txn is None or r.txn.state == "committed")]
