@@ -1,4 +1,4 @@
-"""Exactly-once on the real broker, in one process: a transaction the coordinator times out."""
+"""Exactly-once on the real broker and Redis, in one process: an aborted batch, a timed-out transaction."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 import grey
 from grey.chaos.eos import read_topic
+from grey.sinks.redis import RedisSink
+from tests.unit.runtime.test_exactly_once import poison_mid_batch
 from tests.waiting import wait_for
 
 
@@ -44,3 +47,20 @@ async def test_a_timed_out_transaction_is_given_up_and_redone_once(
     outputs: list[dict[str, Any]] = [json.loads(v or b"null") for _, v in await read_topic(kafka_url, out.name, 2)]
     assert sorted(o["id"] for o in outputs) == list(range(200)), "each event once, the stalled ones included"
     assert "fenced or failed" in caplog.text
+
+
+async def test_an_agent_error_mid_batch_leaves_no_trace_in_kafka_the_table_or_redis(
+    kafka_url: str, redis_url: str, unique: str, tmp_path: Path
+) -> None:
+    sink = RedisSink(redis_url, key_pattern=f"{unique}:total:{{user}}", expire=600)
+
+    async def in_redis() -> dict[str, int]:
+        client = aioredis.from_url(redis_url)
+        try:
+            keys = [key async for key in client.scan_iter(f"{unique}:total:*")]
+            values = await client.mget(keys) if keys else []
+        finally:
+            await client.aclose()
+        return {json.loads(v)["user"]: json.loads(v)["total"] for v in values}
+
+    await poison_mid_batch(kafka_url, unique, tmp_path, sink, in_redis)

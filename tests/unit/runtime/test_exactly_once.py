@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +54,14 @@ class DictSink(StagedSink):
         return True
 
 
-def summing_app(unique: str, data_dir: Path, sink: DictSink, **options: Any) -> tuple[grey.App, grey.Topic, Any]:
+def summing_app(unique: str, data_dir: Path, sink: StagedSink, url: str | None = None,
+                **options: Any) -> tuple[grey.App, grey.Topic, Any]:
+    """Sum amounts per user in a table, forward each click enriched, stage the totals in ``sink``."""
     options.setdefault("commit_interval", 0.05)
-    app = grey.App(unique, broker=f"memory://{unique}", processing_guarantee="exactly_once",
+    app = grey.App(unique, broker=url or f"memory://{unique}", processing_guarantee="exactly_once",
                    data_dir=str(data_dir), retry_backoff=0.01, **options)
-    clicks = app.topic("clicks", value_type=dict, partitions=4)
-    out = app.topic("enriched", value_type=dict, partitions=4)
+    clicks = app.topic(f"{unique}-clicks", value_type=dict, partitions=4)
+    out = app.topic(f"{unique}-enriched", value_type=dict, partitions=4)
     totals = app.Table("totals", default=int)
 
     @app.agent(clicks, name="sum", sink=[sink])
@@ -73,17 +76,33 @@ def summing_app(unique: str, data_dir: Path, sink: DictSink, **options: Any) -> 
     return app, clicks, totals
 
 
-async def read_all(unique: str, topic: str, isolation: str = "read_committed", partitions: int = 4
+async def read_all(url: str, topic: str, isolation: str = "read_committed", partitions: int = 4
                    ) -> list[Message]:
-    consumer = open_transport(f"memory://{unique}").consumer(ClientSettings(group_id="", isolation_level=isolation))
+    """Everything a reader with ``isolation`` gets from the topic, from the beginning to the end."""
+    consumer = open_transport(url).consumer(ClientSettings(group_id="", isolation_level=isolation))
     await consumer.start()
-    consumer.assign([TP(topic, p) for p in range(partitions)])
+    tps = [TP(topic, p) for p in range(partitions)]
+    consumer.assign(tps)
+    ends = await consumer.end_offsets(tps)
+    for tp, begin in (await consumer.beginning_offsets(tps)).items():
+        consumer.seek(tp, begin)
     found: list[Message] = []
-    while batch := await consumer.getmany(timeout_ms=50, max_records=None):
-        for messages in batch.values():
+    deadline = asyncio.get_running_loop().time() + 30
+    while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+        assert asyncio.get_running_loop().time() < deadline, f"could not read {topic} to its end"
+        for messages in (await consumer.getmany(timeout_ms=200, max_records=None)).values():
             found.extend(messages)
     await consumer.stop()
     return found
+
+
+async def committed_offset(url: str, group: str, tp: TP) -> int | None:
+    consumer = open_transport(url).consumer(ClientSettings(group_id=group))
+    await consumer.start()
+    try:
+        return await consumer.committed(tp)
+    finally:
+        await consumer.stop()
 
 
 def ids_of(messages: list[Message]) -> list[int]:
@@ -108,10 +127,10 @@ async def test_outputs_table_and_sink_commit_with_the_offsets(unique: str, tmp_p
         assert runtime.transactions is not None
         await wait_for(lambda: sum(MemoryBroker.named(unique).group(unique).committed.values()) == 1000)
         assert totals.as_dict() == expected
-    assert ids_of(await read_all(unique, "enriched")) == list(range(1000))
+    assert ids_of(await read_all(f"memory://{unique}", f"{unique}-enriched")) == list(range(1000))
     assert sink.data == expected
     assert runtime.transactions.committed > 0 and runtime.transactions.aborted == 0
-    markers = await read_all(unique, f"{unique}-sink-markers", partitions=1)
+    markers = await read_all(f"memory://{unique}", f"{unique}-sink-markers", partitions=1)
     assert markers, "sink markers are written to the markers topic inside the transactions"
     metric = REGISTRY.get_sample_value
     assert metric("grey_transactions_committed_total", {"app": unique}) == runtime.transactions.committed
@@ -121,24 +140,36 @@ async def test_outputs_table_and_sink_commit_with_the_offsets(unique: str, tmp_p
 
 async def test_an_agent_error_aborts_its_groups_open_transaction(unique: str, tmp_path: Path) -> None:
     sink = DictSink()
-    app, clicks, _ = summing_app(unique, tmp_path, sink, commit_interval=60)
+
+    async def in_sink() -> dict[str, int]:
+        return sink.data
+
+    await poison_mid_batch(f"memory://{unique}", unique, tmp_path, sink, in_sink)
+
+
+async def poison_mid_batch(url: str, unique: str, tmp_path: Path, sink: StagedSink,
+                           in_sink: Callable[[], Awaitable[dict[str, int]]]) -> None:
+    """An agent fails mid-batch: its group's outputs, changelog records and sink records all vanish."""
+    app, clicks, _ = summing_app(unique, tmp_path, sink, url, commit_interval=60)
     async with app.running() as runtime:
-        await wait_for(lambda: len(runtime.partitions) == 4 and not runtime.recovering)
+        await wait_for(lambda: len(runtime.partitions) == 4 and not runtime.recovering, 60)
         poisoned = (await (await clicks.send({"id": -1, "user": "u0", "amount": 1}, key="u0"))).partition
         expected = await produce(clicks, 300)
         await clicks.send({"id": -2, "user": "u0", "poison": True}, key="u0")
-        await wait_for(lambda: runtime.failures != [])
+        await wait_for(lambda: runtime.failures != [], 30)
         await asyncio.sleep(0.1)
-    committed = await read_all(unique, "enriched")
-    uncommitted = await read_all(unique, "enriched", "read_uncommitted")
+    committed = await read_all(url, f"{unique}-enriched")
+    uncommitted = await read_all(url, f"{unique}-enriched", "read_uncommitted")
     assert all(m.partition != poisoned for m in committed), "the failed group's outputs were aborted"
     assert any(m.partition == poisoned for m in uncommitted), "they had been sent (so the check can fail)"
     assert {m.partition for m in committed} == {m.partition for m in uncommitted} - {poisoned}
-    changelog = await read_all(unique, f"{unique}-totals-changelog")
+    changelog = await read_all(url, f"{unique}-totals-changelog")
     assert changelog and all(m.partition != poisoned for m in changelog), "no trace in the table's changelog"
     poisoned_users = {m.key.decode() for m in uncommitted if m.partition == poisoned and m.key}
-    assert poisoned_users and set(sink.data) == set(expected) - poisoned_users, "no trace in the sink"
-    assert MemoryBroker.named(unique).group(unique).committed.get(TP("clicks", poisoned)) is None
+    stored = await in_sink()
+    assert poisoned_users and set(stored) == set(expected) - poisoned_users, "no trace in the sink"
+    assert all(stored[user] == expected[user] for user in stored), "the other groups' totals are exact"
+    assert await committed_offset(url, unique, TP(f"{unique}-clicks", poisoned)) is None
 
 
 async def test_a_failing_sink_aborts_then_retries_to_exact_totals(unique: str, tmp_path: Path) -> None:
@@ -150,7 +181,8 @@ async def test_a_failing_sink_aborts_then_retries_to_exact_totals(unique: str, t
         assert runtime.transactions is not None and runtime.transactions.aborted >= 1
         assert totals.as_dict() == expected
     assert sink.data == expected
-    assert ids_of(await read_all(unique, "enriched")) == list(range(500)), "no duplicates from the aborts"
+    outputs = await read_all(f"memory://{unique}", f"{unique}-enriched")
+    assert ids_of(outputs) == list(range(500)), "the aborted attempts left no duplicates"
     aborted = REGISTRY.get_sample_value("grey_transactions_aborted_total", {"app": unique, "reason": "error"})
     assert aborted == runtime.transactions.aborted
 
@@ -167,7 +199,7 @@ async def test_a_restart_continues_from_the_committed_state(unique: str, tmp_pat
         await wait_for(lambda: runtime.processed == 400)
         await wait_for(lambda: sum(MemoryBroker.named(unique).group(unique).committed.values()) == 800)
         assert totals2.as_dict() == {u: first.get(u, 0) + more.get(u, 0) for u in first | more}
-    assert ids_of(await read_all(unique, "enriched")) == list(range(800))
+    assert ids_of(await read_all(f"memory://{unique}", f"{unique}-enriched")) == list(range(800))
 
 
 def test_exactly_once_checkpoints_on_time_by_default(unique: str) -> None:
