@@ -15,12 +15,14 @@ finished what it was handed, so the transaction holds exactly the effects of
 the offsets it commits), in order:
 
 1. tables send the group's buffered writes to their changelogs, inside the
-   transaction, and the producer is flushed;
+   transaction (most of them earlier, by :meth:`Transactions.presend`, while
+   the agents still ran), and the producer is flushed;
 2. each staged sink writes the group's records with the marker (group,
    position), skipping a batch it already applied;
 3. the markers go to the app's compacted markers topic, inside the transaction;
 4. the source offsets are added to the transaction, and it commits;
-5. only then do the tables write the flushed buffers into their stores.
+5. only then do the tables write the flushed buffers into their stores (with
+   the agents running again: reads see the flushed buffer until it is written).
 
 Any failure before 4 aborts: the transaction, the table buffers and the staged
 records are dropped, the partitions are positioned back at the committed
@@ -36,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -54,6 +56,24 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF = 30.0
 
 
+#: Tables and the changelog deliveries of their flushed buffers, per partition.
+Sent = list[tuple[Table, dict[int, Awaitable[int]]]]
+
+
+@dataclass(slots=True)
+class Committed:
+    """What a checkpoint committed, and the store writes that follow it (step 5)."""
+
+    offsets: dict[TP, int] = field(default_factory=dict)
+    stores: Sent = field(default_factory=list)
+
+    async def write_stores(self) -> None:
+        """Write the committed buffers into the stores. The runtime calls it with the agents running
+        again: until it is done, reads find the values in the buffer being flushed."""
+        for table, deliveries in self.stores:
+            await table.apply_changes(deliveries)
+
+
 @dataclass(slots=True, eq=False)
 class PartitionGroup:
     """A partition group this worker owns, with its producer and its open transaction."""
@@ -67,6 +87,7 @@ class PartitionGroup:
     failed: BaseException | None = None  # an agent failed on it: abort at the checkpoint, then stop
     failures: int = 0  # checkpoints failed in a row
     stopped: bool = False
+    sent: dict[Table, dict[int, Awaitable[int]]] = field(default_factory=dict)  # changelog sent in this txn
 
 
 class Transactions:
@@ -217,34 +238,57 @@ class Transactions:
 
     # -- the checkpoint ---------------------------------------------------------
 
-    async def commit(self, states: Sequence[PartitionState]) -> dict[TP, int]:
-        """Commit the transaction of every group of ``states``; returns the offsets committed."""
+    async def presend(self) -> None:
+        """Send the tables' buffered writes into the open transactions while the agents still run.
+
+        The checkpoint then sends only what changed since, so the moment it holds
+        the agents is short. A failed send surfaces at the checkpoint, which aborts.
+        """
+        groups = [g for g in self.groups.values() if g.producer is not None and not g.stopped and g.failed is None]
+        outcomes = await asyncio.gather(*(self._send_changes(group) for group in groups), return_exceptions=True)
+        for group, outcome in zip(groups, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                log.debug("partition group %s: early changelog send failed: %r", group.name, outcome)
+
+    async def _send_changes(self, group: PartitionGroup) -> None:
+        assert group.producer is not None
+        for table in self.tables:
+            if table.has_changes(group.number):
+                deliveries = await table.send_changes(group.producer, [group.number], more=True)
+                if deliveries:
+                    group.dirty = True
+                    group.sent.setdefault(table, {}).update(deliveries)
+
+    async def commit(self, states: Sequence[PartitionState]) -> Committed:
+        """Commit the transaction of every group of ``states`` (steps 1-4; the result does step 5)."""
         by_group: dict[str, list[PartitionState]] = {}
         for state in states:
             by_group.setdefault(state.group, []).append(state)
         results = await asyncio.gather(*(self._commit_group(group, by_group[name])
                                          for name, group in list(self.groups.items()) if name in by_group))
-        committed: dict[TP, int] = {}
-        for offsets in results:
-            committed.update(offsets)
-        return committed
+        done = Committed()
+        for offsets, sent in results:
+            done.offsets.update(offsets)
+            done.stores.extend(sent)
+        return done
 
-    async def _commit_group(self, group: PartitionGroup, states: list[PartitionState]) -> dict[TP, int]:
+    async def _commit_group(self, group: PartitionGroup, states: list[PartitionState]) -> tuple[dict[TP, int], Sent]:
         if group.producer is None or group.stopped:
-            return {}
+            return {}, []
         if group.failed is not None:
             await self._abort(group, group.failed, reason="agent_error", stop=True)
-            return {}
+            return {}, []
         offsets = due_offsets(states)
         # A marker only grows with the offsets: records staged while none moved wait for one that does.
         staged = [sink for sink in self.sinks if group.name in sink.staged_groups()] if offsets else []
-        changed = any(table.has_changes(group.number) for table in self.tables)
+        changed = bool(group.sent) or any(table.has_changes(group.number) for table in self.tables)
         if not (offsets or staged or changed or group.dirty):
-            return {}
+            return {}, []
         started = time.monotonic()
         producer = group.producer
         try:
-            sent = [(table, await table.send_changes(producer, [group.number])) for table in self.tables]
+            await self._send_changes(group)
+            sent, group.sent = list(group.sent.items()), {}
             await producer.flush()  # a failed send fails the checkpoint here, before any sink writes
             if staged:
                 position = marker_position(
@@ -261,12 +305,10 @@ class Transactions:
             await producer.commit_transaction()
         except ProducerFencedError as exc:
             await self._give_up(group, exc)
-            return {}
+            return {}, []
         except Exception as exc:
             await self._abort(group, exc, reason="error")
-            return {}
-        for table, deliveries in sent:  # committed: now the stores may have the writes
-            await table.apply_changes(deliveries)
+            return {}, []
         for state in states:
             if state.tp in offsets:
                 state.committed = offsets[state.tp]
@@ -280,7 +322,7 @@ class Transactions:
             await self._give_up(group, exc)
         except Exception as exc:
             await self._abort(group, exc, reason="begin")
-        return offsets
+        return offsets, sent  # committed: now the stores may have the writes (Committed.write_stores)
 
     async def _abort(self, group: PartitionGroup, exc: BaseException, *, reason: str, stop: bool = False) -> None:
         """Drop the group's uncommitted work and process its events again from the committed offsets."""
@@ -322,6 +364,7 @@ class Transactions:
 
     def _rewind(self, group: PartitionGroup) -> None:
         """New partition states at the committed offsets: chunks in flight under the old ones are dropped."""
+        group.sent = {}
         for table in self.tables:
             table.discard_changes(group.number)
         for sink in self.sinks:
@@ -360,6 +403,7 @@ class Transactions:
             self.aborted += 1
             TRANSACTIONS_ABORTED.labels(self._app, "fenced").inc()
         self.groups.pop(group.name, None)
+        group.sent = {}
         for table in self.tables:
             table.discard_changes(group.number)
             table.close_partition(group.number)

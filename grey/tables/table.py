@@ -279,24 +279,30 @@ class Table:
             self.listener.partition_closed(number)
             self.listener.partition_ready(number)
 
-    async def send_changes(self, producer: Producer, numbers: Iterable[int] | None = None
-                           ) -> dict[int, Awaitable[int]]:
+    async def send_changes(self, producer: Producer, numbers: Iterable[int] | None = None, *,
+                           more: bool = False) -> dict[int, Awaitable[int]]:
         """Start a checkpoint: move each buffer aside and send its latest values to the changelog.
 
-        ``numbers`` limits it to some partitions (one partition group's transaction).
+        ``numbers`` limits it to some partitions (one partition group's transaction). With
+        ``more``, what is already being flushed stays and the buffer's newer values join it:
+        exactly-once sends a transaction's changelog in parts (the last delivery per partition,
+        merged by the caller, is what :meth:`apply_changes` needs).
         """
         last: dict[int, Awaitable[int]] = {}
         encode = self.value_codec.dumps
         owned = self._owned
         for number in owned if numbers is None else [n for n in numbers if n in owned]:
             part = owned[number]
-            if part.flushing:  # the last checkpoint failed half-way: its writes are still to be sent
+            if part.flushing and not more:  # the last checkpoint failed half-way: its writes are to be sent
                 part.buffer = {**part.flushing, **part.buffer}
+                part.flushing, part.encoded = {}, {}
             if not part.buffer:
                 continue
-            part.flushing, part.buffer = part.buffer, {}
-            part.encoded = {k: None if v is _DELETED else encode(v) for k, v in part.flushing.items()}
-            last[number] = await producer.send_many(self.changelog.name, number, list(part.encoded.items()))
+            fresh, part.buffer = part.buffer, {}
+            encoded = {k: None if v is _DELETED else encode(v) for k, v in fresh.items()}
+            part.flushing.update(fresh)
+            part.encoded.update(encoded)
+            last[number] = await producer.send_many(self.changelog.name, number, list(encoded.items()))
         return last
 
     async def apply_changes(self, sent: dict[int, Awaitable[int]]) -> None:
