@@ -450,9 +450,10 @@ class Runtime:
                     self._dispatch_open.set()
             committed = clock()
             await done.write_stores()  # RocksDB catches up while the agents go on
-            log.debug("checkpoint: changelog %.0f ms, waiting for the agents %.0f ms, commit %.0f ms "
-                      "(agents held %.0f ms), stores %.0f ms", (sent - began) * 1e3, (held - sent) * 1e3,
-                      (committed - held) * 1e3, (committed - sent) * 1e3, (clock() - committed) * 1e3)
+            if done.offsets or done.stores:
+                log.debug("checkpoint: changelog %.0f ms, waiting for the agents %.0f ms, commit %.0f ms "
+                          "(agents held %.0f ms), stores %.0f ms", (sent - began) * 1e3, (held - sent) * 1e3,
+                          (committed - held) * 1e3, (committed - sent) * 1e3, (clock() - committed) * 1e3)
             return done.offsets
 
     def _states(self, tps: set[TP] | None) -> list[PartitionState]:
