@@ -280,7 +280,8 @@ class Runtime:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("recovery of table partitions %s failed", sorted(numbers))
+            log.exception("preparing partitions %s (transactional producers, offsets, table recovery) failed",
+                          _fmt(tps))
             self.crash(exc)
             return
         live = [tp for tp in tps if tp in self.partitions]
