@@ -1,0 +1,107 @@
+"""grey as a peer of the side-by-side benchmark (the contract is in contract.py).
+
+    .venv/bin/python bench/peers/grey_bench.py --input bench-clicks-100000-500-8 --output out-1 \
+        --workload w1 --guarantee exactly_once --events 100000 --app-id grey-1 --state-dir /tmp/grey-1 [--api batch]
+
+w1 sends one enriched record per click (``--api event``: ``async for click in stream``;
+``--api batch``: ``stream.batches(max=1000)``); w3 is the case study's windowed
+aggregation (``update_many`` over batches, RocksDB). Settings: grey's defaults for
+the guarantee, ``commit_interval`` from the command line, ``tune_gc()`` as
+``grey worker`` applies it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for the shared data set
+
+from bench_runtime import Click
+from bench_tables import totals_table
+
+import grey
+from grey.worker import tune_gc
+from peers.contract import Tally, log, parse_args, report, wait_committed
+
+
+class Enriched(msgspec.Struct):
+    user_id: str
+    event_type: str
+    amount: float
+    latency: float
+    timestamp: float
+    page: str
+    pad: str
+    cents: int
+    purchase: bool
+
+
+def enriched(c: Click) -> Enriched:
+    return Enriched(c.user_id, c.event_type, c.amount, c.latency, c.timestamp, c.page, c.pad,
+                    round(c.amount * 100), c.event_type == "purchase")
+
+
+def build(args: Any, tally: Tally, done: asyncio.Event) -> grey.App:
+    app = grey.App(args.app_id, broker=f"kafka://{args.broker}", processing_guarantee=args.guarantee,
+                   commit_interval=args.commit_interval, data_dir=args.state_dir)
+    source = app.topic(args.input, key_type=str, value_type=Click, partitions=args.partitions)
+    n = args.events
+
+    def count(amount: float, k: int) -> None:
+        tally.seen(amount, k)
+        if tally.count >= n:
+            done.set()
+
+    if args.workload == "w1":
+        out = app.topic(args.output, key_type=str, value_type=Enriched, partitions=args.partitions)
+        if args.api == "event":
+            @app.agent(source, name="w1-event")
+            async def w1_event(stream: grey.Stream) -> None:
+                async for click in stream:
+                    await out.send(enriched(click), key=click.user_id)
+                    count(click.amount, 1)
+        else:
+            @app.agent(source, name="w1-batch")
+            async def w1_batch(stream: grey.Stream) -> None:
+                async for batch in stream.batches(max=1000):
+                    for click in batch:
+                        await out.send(enriched(click), key=click.user_id)
+                    count(sum(c.amount for c in batch), len(batch))
+    else:
+        totals = totals_table(app, "rocksdb://")
+
+        def user_and_type(click: Click) -> tuple[str, str]:
+            return click.user_id, click.event_type
+
+        @app.agent(source, name="w3")
+        async def w3(stream: grey.Stream) -> None:
+            async for batch in stream.batches(max=1000):
+                totals.update_many(batch, key=user_and_type)
+                count(sum(c.amount for c in batch), len(batch))
+    return app
+
+
+async def main() -> None:
+    args = parse_args(extra={"api": "event"})
+    tally, done = Tally(), asyncio.Event()
+    app = build(args, tally, done)
+    async with app.running() as runtime:
+        tune_gc()
+        assert runtime.crashed is not None
+        waiter = asyncio.ensure_future(done.wait())
+        await asyncio.wait([waiter, runtime.crashed], timeout=args.timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            waiter.cancel()
+            raise SystemExit(f"grey: {tally.count:,} of {args.events:,} events in {args.timeout:.0f}s")
+        committed_at = await wait_committed(args.broker, args.app_id, args.input, args.partitions, args.timeout)
+    log(f"grey stopped after {tally.count:,} events")
+    report(f"grey-{args.api}" if args.workload == "w1" else "grey-batch", args, tally, committed_at)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
