@@ -11,7 +11,7 @@ export GREY_PYTHON := $(CURDIR)/$(SERVICES_VENV)/bin/python
 # Not exported: the unit tests declare memory:// brokers, which GREY_BROKER would override.
 LOCAL_BROKER := kafka://127.0.0.1:$(or $(GREY_KAFKA_PORT),9092)
 
-.PHONY: venv test unit integration lint demo bench bench-quick services-up services-down clean
+.PHONY: venv test unit integration lint demo bench bench-quick bench-peers peers services-up services-down clean
 
 venv: $(STAMP) $(SERVICES_STAMP)
 
@@ -54,6 +54,16 @@ bench: venv
 	GREY_BROKER=$(LOCAL_BROKER) scripts/with-services kafka -- $(BIN)/python bench/bench_runtime.py --events 1000000 --repeat 3
 	GREY_BROKER=$(LOCAL_BROKER) scripts/with-services kafka -- $(BIN)/python bench/bench_tables.py --events 1000000 --repeat 3
 	GREY_BROKER=$(LOCAL_BROKER) scripts/with-services kafka -- $(BIN)/python bench/bench_eos.py --events 1000000
+
+# The peers of the side-by-side benchmark: faust-streaming and Quix Streams in their own venv
+# (their pins conflict with grey's), Kafka Streams built with Maven; both under .cache/.
+peers:
+	bench/peers/setup-venv
+	bench/peers/kstreams/build >/dev/null
+
+bench-peers: venv peers
+	$(BIN)/pip install -q -e '.[bench]'
+	GREY_BROKER=$(LOCAL_BROKER) scripts/with-services kafka -- $(BIN)/python bench/bench_peers.py --events 1000000
 
 services-up: venv
 	scripts/services up

@@ -1,0 +1,48 @@
+"""Count the records of a topic as a read_committed consumer sees them (to check a peer's w1 output).
+
+    .cache/peers-venv/bin/python bench/peers/count_topic.py --broker 127.0.0.1:9092 TOPIC
+
+Prints the count of records (aborted transactional records and control markers are not counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+
+async def count(broker: str, topic: str, idle: float) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, isolation_level="read_committed",
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        # the consumer has no public call that fetches one topic's partitions; its client has
+        parts = [TopicPartition(topic, p) for p in sorted(await consumer._client._wait_on_metadata(topic))]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)  # the last stable offsets under read_committed
+        n, pending = 0, {tp for tp in parts if ends[tp] > 0}
+        while pending:
+            batch = await consumer.getmany(timeout_ms=int(idle * 1000), max_records=10_000)
+            if not batch:
+                raise SystemExit(f"no records for {idle}s with {len(pending)} partitions short of their end")
+            n += sum(len(records) for records in batch.values())
+            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+        return n
+    finally:
+        await consumer.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--broker", default="127.0.0.1:9092")
+    parser.add_argument("--idle", type=float, default=5.0, help="give up after this long without records")
+    parser.add_argument("topic")
+    args = parser.parse_args()
+    print(asyncio.run(count(args.broker, args.topic, args.idle)))
+
+
+if __name__ == "__main__":
+    main()
