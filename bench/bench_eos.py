@@ -61,12 +61,13 @@ from bench_runtime import (  # the runtime benchmark's data set and reporting
     Tally,
     _admin,
     amount_for,
+    delete_topics,
     expected_total,
     log,
     prepare_topic,
     write_report,
 )
-from bench_tables import Result, TablesJob, delete_topics, peak_rss_kb, summarize, totals_table
+from bench_tables import Result, TablesJob, peak_rss_kb, summarize, totals_table
 
 import grey
 from grey.runtime.runtime import Runtime

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,20 +91,19 @@ async def record_count(broker: str, topic: str, partitions: int) -> int | None:
 async def prepare_topic(broker: str, n: int, size: int, partitions: int) -> str:
     """Make sure ``bench-clicks-{n}-{size}-{partitions}`` holds exactly n click events."""
     topic = f"bench-clicks-{n}-{size}-{partitions}"
+    return await fill_topic(broker, topic, n, partitions, lambda: produce(bootstrap_servers(broker), topic, n, size))
+
+
+async def fill_topic(broker: str, topic: str, n: int, partitions: int,
+                     produce_all: Callable[[], Awaitable[None]]) -> str:
+    """Reuse ``topic`` if it holds exactly n records; otherwise (re)create it and run ``produce_all``."""
     count = await record_count(broker, topic, partitions)
     if count == n:
         log(f"reusing {topic} ({n:,} records)")
         return topic
     if topic in await topic_partitions(broker):
         log(f"{topic} holds {count} records, not {n:,}: deleting it")
-        raw_admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker))
-        await raw_admin.start()
-        try:
-            await raw_admin.delete_topics([topic])
-        finally:
-            await raw_admin.close()
-        while topic in await topic_partitions(broker):
-            await asyncio.sleep(0.5)
+        await delete_topics(broker, [topic])
     admin = _admin(broker)
     await admin.start()
     try:
@@ -116,11 +115,25 @@ async def prepare_topic(broker: str, n: int, size: int, partitions: int) -> str:
                 await asyncio.sleep(1)
     finally:
         await admin.stop()
-    await produce(bootstrap_servers(broker), topic, n, size)
-    count = await record_count(broker, topic, partitions)
-    if count != n:
+    await produce_all()
+    if (count := await record_count(broker, topic, partitions)) != n:
         raise SystemExit(f"produced {n:,} records but {topic} holds {count}")
     return topic
+
+
+async def delete_topics(broker: str, topics: list[str]) -> None:
+    """Delete those of ``topics`` that exist, and wait until they are gone."""
+    existing = await topic_partitions(broker)
+    if not (doomed := [t for t in topics if t in existing]):
+        return
+    raw_admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker))
+    await raw_admin.start()
+    try:
+        await raw_admin.delete_topics(doomed)
+    finally:
+        await raw_admin.close()
+    while set(doomed) & set(await topic_partitions(broker)):
+        await asyncio.sleep(0.5)
 
 
 async def produce(servers: list[str], topic: str, n: int, size: int) -> None:

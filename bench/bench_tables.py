@@ -35,7 +35,6 @@ from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from bench_runtime import (  # the runtime benchmark's data, baseline loop and reporting
     CHECKPOINT,
     EVENT_TYPES,
@@ -45,19 +44,19 @@ from bench_runtime import (  # the runtime benchmark's data, baseline loop and r
     Click,
     Job,
     Tally,
-    _admin,
     amount_for,
+    delete_topics,
     expected_total,
+    fill_topic,
     log,
     record_count,
     run_raw_aiokafka,
-    topic_partitions,
     write_report,
 )
 
 import grey
 from grey.tables import Avg, Count, Sum, Table, WindowedTable, recover_partition
-from grey.transport import TopicError, TopicSpec, open_transport
+from grey.transport import open_transport
 from grey.transport.kafka import bootstrap_servers
 from grey.worker import tune_gc
 
@@ -76,42 +75,7 @@ Result = dict[str, Any]
 async def prepare_topic(broker: str, n: int, size: int, partitions: int) -> str:
     """Make sure ``bench-tables-clicks-{n}-{partitions}`` holds exactly n click events."""
     topic = f"bench-tables-clicks-{n}-{partitions}"
-    count = await record_count(broker, topic, partitions)
-    if count == n:
-        log(f"reusing {topic} ({n:,} records)")
-        return topic
-    if topic in await topic_partitions(broker):
-        log(f"{topic} holds {count} records, not {n:,}: deleting it")
-        await delete_topics(broker, [topic])
-    admin = _admin(broker)
-    await admin.start()
-    try:
-        for _ in range(60):  # a just-deleted topic may still be "marked for deletion" for a moment
-            try:
-                await admin.create_topics([TopicSpec(topic, partitions=partitions)])
-                break
-            except TopicError:
-                await asyncio.sleep(1)
-    finally:
-        await admin.stop()
-    await produce(broker, topic, n, size)
-    if (count := await record_count(broker, topic, partitions)) != n:
-        raise SystemExit(f"produced {n:,} records but {topic} holds {count}")
-    return topic
-
-
-async def delete_topics(broker: str, topics: list[str]) -> None:
-    existing = await topic_partitions(broker)
-    if not (doomed := [t for t in topics if t in existing]):
-        return
-    raw_admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker))
-    await raw_admin.start()
-    try:
-        await raw_admin.delete_topics(doomed)
-    finally:
-        await raw_admin.close()
-    while set(doomed) & set(await topic_partitions(broker)):
-        await asyncio.sleep(0.5)
+    return await fill_topic(broker, topic, n, partitions, lambda: produce(broker, topic, n, size))
 
 
 async def produce(broker: str, topic: str, n: int, size: int) -> None:

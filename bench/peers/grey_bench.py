@@ -17,8 +17,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for the shared data set
 
 from bench_runtime import Click
@@ -29,21 +27,17 @@ from grey.worker import tune_gc
 from peers.contract import Tally, log, parse_args, report, wait_committed
 
 
-class Enriched(msgspec.Struct):
-    user_id: str
-    event_type: str
-    amount: float
-    latency: float
-    timestamp: float
-    page: str
-    pad: str
+class Enriched(Click):
+    """A click with w1's two added fields."""
+
     cents: int
     purchase: bool
 
 
 def enriched(c: Click) -> Enriched:
-    return Enriched(c.user_id, c.event_type, c.amount, c.latency, c.timestamp, c.page, c.pad,
-                    round(c.amount * 100), c.event_type == "purchase")
+    return Enriched(user_id=c.user_id, event_type=c.event_type, amount=c.amount, latency=c.latency,
+                    timestamp=c.timestamp, page=c.page, pad=c.pad, cents=round(c.amount * 100),
+                    purchase=c.event_type == "purchase")
 
 
 def build(args: Any, tally: Tally, done: asyncio.Event) -> grey.App:

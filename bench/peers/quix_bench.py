@@ -55,28 +55,6 @@ def event_time(value: Any, headers: Any, timestamp: float, timestamp_type: Any) 
     return int(value["timestamp"] * 1000)
 
 
-async def wait_committed_upto(broker: str, group: str, topic: str, partitions: int, slack: int,
-                              timeout: float) -> float:
-    """contract.wait_committed for a topic Quix itself writes: done when committed >= end - slack."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    probe = AIOKafkaConsumer(bootstrap_servers=broker, group_id=group, enable_auto_commit=False)
-    await probe.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        ends = await probe.end_offsets(tps)
-        deadline = time.monotonic() + timeout
-        while True:
-            committed = [await probe.committed(tp) or 0 for tp in tps]
-            if all(c >= ends[tp] - slack for c, tp in zip(committed, tps, strict=True)):
-                return time.perf_counter()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"group {group} did not commit the end of {topic} within {timeout:.0f}s")
-            await asyncio.sleep(0.01)
-    finally:
-        await probe.stop()
-
-
 def build_app(args: Any, tally: Tally, done: threading.Event) -> Application:
     app = Application(
         broker_address=args.broker,
@@ -138,8 +116,8 @@ def main() -> None:
                 # under exactly-once the last offset of a repartition partition is a transaction marker
                 # that a consumer's commit never passes: the group is done at end - 1 there
                 slack = 1 if args.guarantee == "exactly_once" else 0
-                outcome["committed_at"] = asyncio.run(wait_committed_upto(
-                    args.broker, args.app_id, topic, args.partitions, slack, max(1.0, deadline - time.monotonic())))
+                outcome["committed_at"] = asyncio.run(wait_committed(
+                    args.broker, args.app_id, topic, args.partitions, max(1.0, deadline - time.monotonic()), slack))
         except Exception as exc:
             outcome["error"] = exc
         finally:

@@ -219,14 +219,12 @@ class Transactions:
 
     # -- errors reported by the runtime -----------------------------------------
 
-    def fail(self, name: str, exc: BaseException) -> list[TP]:
+    def fail(self, name: str, exc: BaseException) -> None:
         """An agent failed on the group's events: stop processing it; the checkpoint aborts it."""
         group = self.groups.get(name)
-        if group is None:
-            return []
-        group.failed = exc
-        self._halt(group)
-        return sorted(group.tps)
+        if group is not None:
+            group.failed = exc
+            self._halt(group)
 
     def _halt(self, group: PartitionGroup) -> None:
         """Process nothing more of the group: queued chunks are skipped, its partitions fetch nothing."""
