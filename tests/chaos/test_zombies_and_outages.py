@@ -22,6 +22,13 @@ async def wait_caught_up(cfg: ChaosConfig, seconds: float) -> None:
         await asyncio.sleep(0.5)
 
 
+async def wait_logged(pool: WorkerPool, slot: int, text: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while text not in pool.output(slot):
+        assert time.monotonic() < deadline, f"worker {slot} did not log {text!r} within {seconds}s"
+        await asyncio.sleep(0.5)
+
+
 async def prepare(cfg: ChaosConfig) -> tuple[list[tuple[int, str, int]], WorkerPool, ChaosReport]:
     """The workload, its topics, a pool of (not yet started) workers, and an empty report."""
     assert cfg.work_dir is not None
@@ -43,6 +50,9 @@ async def test_a_paused_zombie_is_fenced_and_writes_nothing(kafka_url: str, redi
         await asyncio.sleep(1.5)  # processed, not yet committed (commit interval 4 s)
         pool.freeze(0)
         pool.start(1)  # takes every group after worker 0's session times out, fencing its producers
+        # Caught up alone proves nothing here: the zombie may have committed everything just before the
+        # pause. Wake it only once worker 1 owns all four groups.
+        await wait_logged(pool, 1, "assigned 4 partition(s)", 90)
         await wait_caught_up(cfg, 90)
         pool.thaw(0)  # the zombie wakes up with an open transaction and tries to commit it
         await produce(cfg, events[4000:])
