@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,22 +136,26 @@ async def delete_topics(broker: str, topics: list[str]) -> None:
         await asyncio.sleep(0.5)
 
 
+def click_events(n: int, now: float) -> Iterator[dict[str, Any]]:
+    """The data set: n click events (without their pad), the same sequence on every call."""
+    rng = random.Random(42)
+    for i in range(n):
+        yield {"user_id": f"u{rng.randrange(USERS)}", "event_type": rng.choice(EVENT_TYPES),
+               "amount": amount_for(i), "latency": round(rng.uniform(1, 500), 3), "timestamp": now + i / 1000,
+               "page": rng.choice(PAGES), "pad": ""}
+
+
 async def produce(servers: list[str], topic: str, n: int, size: int) -> None:
     """n JSON click events of ~size bytes, keyed by user id; no compression (the pad would vanish in lz4)."""
     producer = AIOKafkaProducer(bootstrap_servers=servers, linger_ms=20, max_batch_size=256 * 1024,
                                 compression_type=None)
-    rng = random.Random(42)
     encode = msgspec.json.Encoder().encode
-    start, now = time.perf_counter(), time.time()
+    start = time.perf_counter()
     await producer.start()
     try:
-        for i in range(n):
-            user = f"u{rng.randrange(USERS)}"
-            event = {"user_id": user, "event_type": rng.choice(EVENT_TYPES), "amount": amount_for(i),
-                     "latency": round(rng.uniform(1, 500), 3), "timestamp": now + i / 1000,
-                     "page": rng.choice(PAGES), "pad": ""}
+        for i, event in enumerate(click_events(n, time.time())):
             event["pad"] = "x" * max(0, size - len(encode(event)))
-            await producer.send(topic, encode(event), key=user.encode())  # the delivery future is not awaited
+            await producer.send(topic, encode(event), key=event["user_id"].encode())  # not awaited
             if i and not i % 100_000:
                 log(f"  produced {i:,}")
         await producer.flush()

@@ -1,6 +1,6 @@
 """What every peer program of the side-by-side benchmark accepts and prints (grey, raw aiokafka, ...).
 
-    PROGRAM --broker 127.0.0.1:9092 --input TOPIC --output TOPIC --workload w1|w3
+    PROGRAM --broker 127.0.0.1:9092 --input TOPIC --output TOPIC --workload w1|w2|w3
             --guarantee at_least_once|exactly_once --events N --app-id ID --state-dir DIR
             [--commit-interval 1.0] [--timeout 600]
 
@@ -11,6 +11,17 @@ seconds_processed (first to N-th record), seconds_committed (first record to the
 commit of the last), events_per_s (N / seconds_committed), processed_events_per_s,
 checksum (the sum of ``amount``). Logs go to stderr. This module has only the
 standard library and aiokafka, so the peers' own environments can import it too.
+
+The workloads (every peer implements them the same way, in its own idiom):
+
+- w1 consume -> enrich (``cents``, ``purchase``) -> produce to --output, keyed by user id.
+- w2 consume -> validate -> enrich from an in-process lookup of user profiles -> produce.
+  A click is valid when its user has a profile (99 of every 100 users do: see ``profiles``),
+  its amount is not negative, its event type is known and its page starts with "/". Valid
+  clicks gain ``segment``, ``country`` and ``cents`` and go to --output; the others go, as they
+  came, to ``{output}-invalid`` (the dead letters). Both keyed by user id.
+- w3 the case study's windowed aggregation: 1-minute tumbling windows on the ``timestamp``
+  field, grace 300 s, per [user_id, event_type], count / sum(amount) / avg(latency), in RocksDB.
 """
 
 from __future__ import annotations
@@ -23,7 +34,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-WORKLOADS = ("w1", "w3")
+WORKLOADS = ("w1", "w2", "w3")
+INVALID_SUFFIX = "-invalid"
+USERS = 10_000  # bench_runtime's user ids: u0 .. u9999
+EVENT_TYPES = frozenset({"click", "view", "purchase", "scroll", "hover"})
+SEGMENTS = ("new", "casual", "regular", "vip")
+COUNTRIES = ("de", "fr", "us", "gb", "jp", "br", "in", "ng")
 GUARANTEES = ("at_least_once", "exactly_once")
 
 
@@ -68,6 +84,23 @@ def enrich(click: dict[str, Any]) -> dict[str, Any]:
     return {**click, "cents": round(click["amount"] * 100), "purchase": click["event_type"] == "purchase"}
 
 
+def profiles() -> dict[str, dict[str, str]]:
+    """w2's lookup table: a profile for every user id u<i> except those with i % 100 == 99."""
+    return {f"u{i}": {"segment": SEGMENTS[i % 4], "country": COUNTRIES[i % 8]}
+            for i in range(USERS) if i % 100 != 99}
+
+
+def valid(click: dict[str, Any], known: dict[str, dict[str, str]]) -> bool:
+    """w2's validation, for programs working on dicts."""
+    return (click["user_id"] in known and click["amount"] >= 0 and click["event_type"] in EVENT_TYPES
+            and click["page"].startswith("/"))
+
+
+def enrich_profile(click: dict[str, Any], profile: dict[str, str]) -> dict[str, Any]:
+    """w2's enrichment of a valid click, for programs working on dicts."""
+    return {**click, **profile, "cents": round(click["amount"] * 100)}
+
+
 async def wait_committed(broker: str, group: str, topic: str, partitions: int, timeout: float,
                          slack: int = 0) -> float:
     """Poll until the group's committed offsets reach the topic's end (less ``slack``: a transaction
@@ -92,17 +125,24 @@ async def wait_committed(broker: str, group: str, topic: str, partitions: int, t
         await probe.stop()
 
 
-async def create_topic(broker: str, name: str, partitions: int) -> None:
-    """Create the output topic for programs whose system does not (an existing one is fine)."""
+async def create_topics(broker: str, names: list[str], partitions: int) -> None:
+    """Create output topics for programs whose system does not (existing ones are fine)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(bootstrap_servers=broker)
     await admin.start()
     try:
-        if name not in await admin.list_topics():
-            await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+        existing = await admin.list_topics()
+        missing = [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names if n not in existing]
+        if missing:
+            await admin.create_topics(missing)
     finally:
         await admin.close()
+
+
+def output_topics(args: argparse.Namespace) -> list[str]:
+    """The topics a workload writes: w1 the output, w2 also the dead letters, w3 none (state only)."""
+    return {"w1": [args.output], "w2": [args.output, args.output + INVALID_SUFFIX]}.get(args.workload, [])
 
 
 def report(system: str, args: argparse.Namespace, tally: Tally, committed_at: float) -> None:

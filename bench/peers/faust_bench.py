@@ -9,6 +9,8 @@ Runs in the peers venv (bench/peers/setup-venv): faust-streaming[rocksdict,fast]
 - w1: an agent reads the click JSON as a dict (faust's "json" codec, orjson via the [fast]
   extra), adds ``cents`` and ``purchase`` and sends the dict, keyed by the same user id,
   to the output topic.
+- w2: the same agent shape; a click that fails ``contract.valid`` is sent as it came to the
+  dead-letter topic, a valid one gains its profile from the in-process lookup (``enrich_profile``).
 - w3: an agent reads clicks as a ``faust.Record`` and updates a windowed table keyed by
   "user_id|event_type" (the input is keyed by user_id, so both live in the same partition and
   no repartition is needed): 1-minute tumbling windows on the ``timestamp`` field
@@ -38,7 +40,20 @@ import faust
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from peers.contract import Tally, enrich, log, parse_args, report, wait_committed
+from peers.contract import (
+    INVALID_SUFFIX,
+    Tally,
+    create_topics,
+    enrich,
+    enrich_profile,
+    log,
+    output_topics,
+    parse_args,
+    profiles,
+    report,
+    valid,
+    wait_committed,
+)
 
 WINDOW_S = 60.0
 GRACE_S = 300.0
@@ -100,6 +115,20 @@ def build_app(args: Any, tally: Tally, done: asyncio.Event) -> faust.App:
             async for key, click in stream.items():
                 await sink.send(key=key, value=enrich(click))  # awaits the enqueue, not the delivery
                 seen(click["amount"])
+    elif args.workload == "w2":
+        source = app.topic(args.input, key_serializer="raw", value_serializer="json")
+        good = app.topic(args.output, key_serializer="raw", value_serializer="json")
+        bad = app.topic(args.output + INVALID_SUFFIX, key_serializer="raw", value_serializer="json")
+        known = profiles()
+
+        @app.agent(source)
+        async def validate(stream: faust.StreamT) -> None:
+            async for key, click in stream.items():
+                if valid(click, known):
+                    await good.send(key=key, value=enrich_profile(click, known[click["user_id"]]))
+                else:
+                    await bad.send(key=key, value=click)
+                seen(click["amount"])
     else:
         source = app.topic(args.input, key_serializer="raw", value_type=Click)
         totals = app.Table(
@@ -118,24 +147,9 @@ def build_app(args: Any, tally: Tally, done: asyncio.Event) -> faust.App:
     return app
 
 
-async def create_output(broker: str, topic: str, partitions: int) -> None:
-    """faust creates only the topics it consumes (and its internal ones), so the w1 sink is made up front."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
-    except TopicAlreadyExistsError:
-        pass
-    finally:
-        await admin.close()
-
-
 async def run(args: Any) -> int:
-    if args.workload == "w1":
-        await create_output(args.broker, args.output, args.partitions)
+    # faust creates only the topics it consumes (and its internal ones): the outputs are made up front
+    await create_topics(args.broker, output_topics(args), args.partitions)
     tally = Tally()
     done = asyncio.Event()
     app = build_app(args, tally, done)

@@ -3,8 +3,9 @@
     .venv/bin/python bench/peers/grey_bench.py --input bench-clicks-100000-500-8 --output out-1 \
         --workload w1 --guarantee exactly_once --events 100000 --app-id grey-1 --state-dir /tmp/grey-1 [--api batch]
 
-w1 sends one enriched record per click (``--api event``: ``async for click in stream``;
-``--api batch``: ``stream.batches(max=1000)``); w3 is the case study's windowed
+w1 sends one enriched record per click and w2 one validated and profiled record (or a dead
+letter) per click (``--api event``: ``async for click in stream``; ``--api batch``:
+``stream.batches(max=--batch-size)``, 1,000 by default); w3 is the case study's windowed
 aggregation (``update_many`` over batches, RocksDB). Settings: grey's defaults for
 the guarantee, ``commit_interval`` from the command line, ``tune_gc()`` as
 ``grey worker`` applies it.
@@ -24,7 +25,18 @@ from bench_tables import totals_table
 
 import grey
 from grey.worker import tune_gc
-from peers.contract import Tally, log, parse_args, report, wait_committed
+from peers.contract import (
+    COUNTRIES,
+    EVENT_TYPES,
+    INVALID_SUFFIX,
+    SEGMENTS,
+    USERS,
+    Tally,
+    log,
+    parse_args,
+    report,
+    wait_committed,
+)
 
 
 class Enriched(Click):
@@ -40,11 +52,34 @@ def enriched(c: Click) -> Enriched:
                     purchase=c.event_type == "purchase")
 
 
+class Profiled(Click):
+    """A valid click with w2's profile fields."""
+
+    segment: str
+    country: str
+    cents: int
+
+
+def w2_profiles() -> dict[str, tuple[str, str]]:
+    """contract.profiles() as (segment, country) pairs."""
+    return {f"u{i}": (SEGMENTS[i % 4], COUNTRIES[i % 8]) for i in range(USERS) if i % 100 != 99}
+
+
+def profiled(c: Click, known: dict[str, tuple[str, str]]) -> Profiled | None:
+    """w2 on a Struct: the profiled click, or None when it is not valid."""
+    profile = known.get(c.user_id)
+    if profile is None or c.amount < 0 or c.event_type not in EVENT_TYPES or not c.page.startswith("/"):
+        return None
+    return Profiled(user_id=c.user_id, event_type=c.event_type, amount=c.amount, latency=c.latency,
+                    timestamp=c.timestamp, page=c.page, pad=c.pad, segment=profile[0], country=profile[1],
+                    cents=round(c.amount * 100))
+
+
 def build(args: Any, tally: Tally, done: asyncio.Event) -> grey.App:
     app = grey.App(args.app_id, broker=f"kafka://{args.broker}", processing_guarantee=args.guarantee,
                    commit_interval=args.commit_interval, data_dir=args.state_dir)
     source = app.topic(args.input, key_type=str, value_type=Click, partitions=args.partitions)
-    n = args.events
+    n, size = args.events, args.batch_size
 
     def count(amount: float, k: int) -> None:
         tally.seen(amount, k)
@@ -62,9 +97,34 @@ def build(args: Any, tally: Tally, done: asyncio.Event) -> grey.App:
         else:
             @app.agent(source, name="w1-batch")
             async def w1_batch(stream: grey.Stream) -> None:
-                async for batch in stream.batches(max=1000):
+                async for batch in stream.batches(max=size):
                     for click in batch:
                         await out.send(enriched(click), key=click.user_id)
+                    count(sum(c.amount for c in batch), len(batch))
+    elif args.workload == "w2":
+        good = app.topic(args.output, key_type=str, value_type=Profiled, partitions=args.partitions)
+        bad = app.topic(args.output + INVALID_SUFFIX, key_type=str, value_type=Click, partitions=args.partitions)
+        known = w2_profiles()
+        if args.api == "event":
+            @app.agent(source, name="w2-event")
+            async def w2_event(stream: grey.Stream) -> None:
+                async for click in stream:
+                    better = profiled(click, known)
+                    if better is None:
+                        await bad.send(click, key=click.user_id)
+                    else:
+                        await good.send(better, key=click.user_id)
+                    count(click.amount, 1)
+        else:
+            @app.agent(source, name="w2-batch")
+            async def w2_batch(stream: grey.Stream) -> None:
+                async for batch in stream.batches(max=size):
+                    for click in batch:
+                        better = profiled(click, known)
+                        if better is None:
+                            await bad.send(click, key=click.user_id)
+                        else:
+                            await good.send(better, key=click.user_id)
                     count(sum(c.amount for c in batch), len(batch))
     else:
         totals = totals_table(app, "rocksdb://")
@@ -74,14 +134,14 @@ def build(args: Any, tally: Tally, done: asyncio.Event) -> grey.App:
 
         @app.agent(source, name="w3")
         async def w3(stream: grey.Stream) -> None:
-            async for batch in stream.batches(max=1000):
+            async for batch in stream.batches(max=size):
                 totals.update_many(batch, key=user_and_type)
                 count(sum(c.amount for c in batch), len(batch))
     return app
 
 
 async def main() -> None:
-    args = parse_args(extra={"api": "event"})
+    args = parse_args(extra={"api": "event", "batch-size": 1000})
     tally, done = Tally(), asyncio.Event()
     app = build(args, tally, done)
     async with app.running() as runtime:
@@ -94,7 +154,7 @@ async def main() -> None:
             raise SystemExit(f"grey: {tally.count:,} of {args.events:,} events in {args.timeout:.0f}s")
         committed_at = await wait_committed(args.broker, args.app_id, args.input, args.partitions, args.timeout)
     log(f"grey stopped after {tally.count:,} events")
-    report(f"grey-{args.api}" if args.workload == "w1" else "grey-batch", args, tally, committed_at)
+    report("grey-batch" if args.workload == "w3" else f"grey-{args.api}", args, tally, committed_at)
 
 
 if __name__ == "__main__":

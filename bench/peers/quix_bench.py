@@ -9,6 +9,9 @@ RocksDB state through rocksdict).
 
 - w1: a StreamingDataFrame: ``apply`` (adds ``cents`` and ``purchase`` to the JSON dict) then
   ``to_topic`` (key: the same user id string, value: JSON).
+- w2: two branches of one StreamingDataFrame (Quix's branching): ``filter(valid)`` → ``apply``
+  (profile from the in-process lookup) → ``to_topic(output)``, and ``filter(not valid)`` →
+  ``to_topic`` of the dead-letter topic, the rows as they came.
 - w3: ``group_by`` "user_id|event_type" (Quix windows are always per message key, and re-keying
   is done through a ``repartition__`` topic: that is Quix's way), then a 1-minute
   ``tumbling_window`` with ``grace_ms`` 300 s on the event's ``timestamp`` field (a
@@ -43,7 +46,18 @@ from quixstreams.models import TopicConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from peers.contract import Tally, enrich, log, parse_args, report, wait_committed
+from peers.contract import (
+    INVALID_SUFFIX,
+    Tally,
+    enrich,
+    enrich_profile,
+    log,
+    parse_args,
+    profiles,
+    report,
+    valid,
+    wait_committed,
+)
 
 WINDOW_MS = 60_000
 GRACE_MS = 300_000
@@ -87,6 +101,17 @@ def build_app(args: Any, tally: Tally, done: threading.Event) -> Application:
 
         sdf = sdf.apply(transform)
         sdf.to_topic(sink)
+    elif args.workload == "w2":
+        good = app.topic(args.output, key_serializer="str", value_serializer="json", config=config)
+        bad = app.topic(args.output + INVALID_SUFFIX, key_serializer="str", value_serializer="json", config=config)
+        known = profiles()
+
+        sdf = sdf.update(seen)
+        valid_rows = sdf.filter(lambda click: valid(click, known))
+        valid_rows = valid_rows.apply(lambda click: enrich_profile(click, known[click["user_id"]]))
+        valid_rows.to_topic(good)
+        invalid_rows = sdf.filter(lambda click: not valid(click, known))
+        invalid_rows.to_topic(bad)
     else:
         sdf = sdf.update(seen)
         sdf = sdf.group_by(lambda click: f"{click['user_id']}|{click['event_type']}", name="user_event")

@@ -9,6 +9,7 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
+import java.util.Set;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
@@ -35,6 +36,7 @@ import org.apache.kafka.streams.KeyValue;
 import org.apache.kafka.streams.StreamsBuilder;
 import org.apache.kafka.streams.StreamsConfig;
 import org.apache.kafka.streams.errors.StreamsUncaughtExceptionHandler;
+import org.apache.kafka.streams.kstream.Branched;
 import org.apache.kafka.streams.kstream.Consumed;
 import org.apache.kafka.streams.kstream.Grouped;
 import org.apache.kafka.streams.kstream.KStream;
@@ -49,7 +51,7 @@ import org.apache.kafka.streams.state.WindowStore;
  * Kafka Streams peer of grey's benchmark. Contract (shared with the other peers):
  *
  * <pre>
- *   --broker HOST:PORT --input TOPIC --output TOPIC --workload w1|w3
+ *   --broker HOST:PORT --input TOPIC --output TOPIC --workload w1|w2|w3
  *   --guarantee at_least_once|exactly_once --events N --app-id ID --state-dir DIR
  *   [--commit-interval-ms 1000 | --commit-interval 1.0] [--threads 1] [--timeout 600] [--partitions 8]
  * </pre>
@@ -87,7 +89,7 @@ public final class KStreamsBench {
             : (int) Math.round(Double.parseDouble(a.getOrDefault("commit-interval", "1.0")) * 1000);
         int threads = Integer.parseInt(a.getOrDefault("threads", "1"));
         long timeoutNanos = (long) (Double.parseDouble(a.getOrDefault("timeout", "600")) * 1e9);
-        if (!workload.equals("w1") && !workload.equals("w3")) throw fail("unknown --workload " + workload);
+        if (!List.of("w1", "w2", "w3").contains(workload)) throw fail("unknown --workload " + workload);
         if (!guarantee.equals("at_least_once") && !guarantee.equals("exactly_once"))
             throw fail("unknown --guarantee " + guarantee);
         // --partitions (contract.py) is accepted; the input topic's real partition count is used instead.
@@ -117,7 +119,8 @@ public final class KStreamsBench {
         int partitions;
         try (Admin admin = Admin.create(Map.of(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, broker))) {
             partitions = admin.describeTopics(List.of(input)).allTopicNames().get().get(input).partitions().size();
-            ensureTopic(admin, output, partitions);
+            if (!workload.equals("w3")) ensureTopic(admin, output, partitions);
+            if (workload.equals("w2")) ensureTopic(admin, output + INVALID_SUFFIX, partitions);
         }
 
         StreamsBuilder builder = new StreamsBuilder();
@@ -126,6 +129,7 @@ public final class KStreamsBench {
         if (workload.equals("w3")) consumed = consumed.withTimestampExtractor(new EventTime());
         KStream<String, JsonNode> clicks = builder.stream(input, consumed).peek((k, v) -> count(v, events));
         if (workload.equals("w1")) buildW1(clicks, output, json);
+        else if (workload.equals("w2")) buildW2(clicks, output, json);
         else buildW3(clicks, output, json);
 
         KafkaStreams streams = new KafkaStreams(builder.build(), p);
@@ -192,6 +196,37 @@ public final class KStreamsBench {
             o.put("purchase", "purchase".equals(o.path("event_type").asText()));
             return (JsonNode) o;
         }).to(output, Produced.with(Serdes.String(), json));
+    }
+
+    // -- w2: validate, profile from an in-process lookup, dead letters as they came ----------
+    // The same rules and lookup as bench/peers/contract.py: users u<i> with i % 100 == 99 have no profile.
+    private static final String INVALID_SUFFIX = "-invalid";
+    private static final Set<String> EVENT_TYPES = Set.of("click", "view", "purchase", "scroll", "hover");
+    private static final String[] SEGMENTS = {"new", "casual", "regular", "vip"};
+    private static final String[] COUNTRIES = {"de", "fr", "us", "gb", "jp", "br", "in", "ng"};
+    private static final Map<String, String[]> PROFILES = new HashMap<>();
+
+    static {
+        for (int i = 0; i < 10_000; i++)
+            if (i % 100 != 99) PROFILES.put("u" + i, new String[] {SEGMENTS[i % 4], COUNTRIES[i % 8]});
+    }
+
+    private static boolean valid(JsonNode v) {
+        return PROFILES.containsKey(v.path("user_id").asText()) && v.path("amount").asDouble() >= 0
+            && EVENT_TYPES.contains(v.path("event_type").asText()) && v.path("page").asText().startsWith("/");
+    }
+
+    private static void buildW2(KStream<String, JsonNode> clicks, String output, Serde<JsonNode> json) {
+        Produced<String, JsonNode> produced = Produced.with(Serdes.String(), json);
+        clicks.split()
+              .branch((k, v) -> valid(v), Branched.withConsumer(ok -> ok.mapValues(v -> {
+                  ObjectNode o = (ObjectNode) v;
+                  String[] profile = PROFILES.get(o.path("user_id").asText());
+                  o.put("segment", profile[0]).put("country", profile[1]);
+                  o.put("cents", Math.round(o.path("amount").asDouble() * 100));
+                  return (JsonNode) o;
+              }).to(output, produced)))
+              .defaultBranch(Branched.withConsumer(bad -> bad.to(output + INVALID_SUFFIX, produced)));
     }
 
     // -- w3: 1-minute tumbling windows (grace 300 s) per [user_id, event_type] ----------------
