@@ -98,19 +98,19 @@ async def produce(count: int, seed: int = 7) -> tuple[Counter[str], dict[str, fl
     amounts: dict[str, float] = dict.fromkeys(EVENT_TYPES, 0.0)
     started = time.monotonic()
     async with app.running(consume=False, run_timers=False):
-        pending = []
+        chunk: list[tuple[str, Click]] = []
         for i in range(count):
             kind = rng.choice(EVENT_TYPES)
             amount = round(rng.uniform(0, 200), 2) if kind == "purchase" else 0.0
             user = f"u{rng.randrange(10_000):05d}"
             click = Click(user_id=user, event_type=kind, amount=amount, latency=rng.uniform(1, 80),
                           timestamp=time.time(), page=f"/product/{rng.randrange(5000)}")
-            pending.append(await clicks.send(click, key=user))
+            chunk.append((user, click))
             expected[kind] += 1
             amounts[kind] += amount
-            if len(pending) >= 10_000 or i == count - 1:
-                await asyncio.gather(*pending)
-                pending.clear()
+            if len(chunk) >= 10_000 or i == count - 1:
+                await (await clicks.send_many(chunk))  # placed by key like send, packed into batches
+                chunk.clear()
     return expected, amounts, time.monotonic() - started
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 import re
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from grey.codecs import Codec, codec_for
 from grey.config import Settings
+from grey.transport._murmur2 import partition_for_key
 from grey.transport.base import Producer, RecordMetadata, TopicSpec
 
 
@@ -34,6 +37,16 @@ def parse_duration(value: float | int | str) -> float:
     if not match:
         raise ValueError(f"duration {value!r}: expected seconds or a number with ms, s, m, h, d or w")
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+async def _wait_all(deliveries: list[Awaitable[int]]) -> None:
+    for delivery in deliveries:
+        await delivery
+
+
+def _all_delivered(deliveries: list[Awaitable[int]]) -> Awaitable[None]:
+    # Like send's future: a failure nobody awaits is still reported by asyncio when it is dropped.
+    return asyncio.ensure_future(_wait_all(deliveries))
 
 
 def encode_headers(headers: HeadersIn) -> list[tuple[str, bytes]] | None:
@@ -115,6 +128,30 @@ class Topic:
             headers=encode_headers(headers),
             timestamp_ms=None if timestamp is None else int(timestamp * 1000),
         )
+
+    async def send_many(self, records: Iterable[tuple[Any, Any]]) -> Awaitable[None]:
+        """Queue many ``(key, value)`` records at once; the awaitable resolves when the broker has them all.
+
+        The records are placed as ``send`` places them (Kafka's murmur2 of the key; the records
+        without a key all go to one partition chosen at random), kept in order per partition, and
+        packed straight into the producer's batches: no future per record. Under exactly-once they
+        join the transaction of the event in hand, like ``send``. For a per-record partition,
+        headers or timestamp, use ``send``.
+        """
+        producer = self.app.producer
+        numbers = sorted(await producer.partitions_for(self.name))
+        dump_key, dump_value = self.key_codec.dumps, self.value_codec.dumps
+        by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
+        keyless: int | None = None
+        for key, value in records:
+            raw_key = None if key is None else dump_key(key)
+            if raw_key is not None:
+                number = numbers[partition_for_key(raw_key, len(numbers))]
+            else:
+                number = keyless if keyless is not None else (keyless := random.choice(numbers))
+            by_partition.setdefault(number, []).append((raw_key, None if value is None else dump_value(value)))
+        deliveries = [await producer.send_many(self.name, n, batch) for n, batch in by_partition.items()]
+        return _all_delivered(deliveries)
 
     async def send_and_wait(self, value: Any = None, **kwargs: Any) -> RecordMetadata:
         """Send and wait until the broker acknowledged the record."""

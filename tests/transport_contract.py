@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import grey
 from grey.transport import TP, ClientSettings, TopicSpec, open_transport
 from grey.transport._murmur2 import partition_for_key
 
@@ -248,6 +249,41 @@ async def check_send_many_returns_the_last_offset(url: str, prefix: str) -> None
         await reader.stop()
     assert [m.key for m in got[1:]] == [k for k, _ in records]
     assert got[-1].offset == 200
+
+
+async def check_topic_send_many_places_records_like_send(url: str, prefix: str) -> None:
+    """``Topic.send_many`` puts every keyed record where ``Topic.send`` puts it, in the same order per
+    partition, and the records without a key together in one partition, in order."""
+    app = grey.App(prefix, broker=url)
+    one = app.topic(f"{prefix}-one", value_type=dict, partitions=4)
+    many = app.topic(f"{prefix}-many", value_type=dict, partitions=4)
+    keyed = [(f"user-{i % 37}", {"n": i}) for i in range(300)]
+    keyless = [(None, {"n": 300 + i}) for i in range(5)]
+    async with app.running(consume=False):
+        for key, value in keyed:
+            await one.send(value, key=key)
+        await (await many.send_many(keyed + keyless))
+    reader = open_transport(url).consumer(settings(""))
+    await reader.start()
+    try:
+        tps = [TP(t.name, p) for t in (one, many) for p in range(4)]
+        reader.assign(tps)
+        for tp in tps:
+            reader.seek(tp, 0)
+        got = await drain(reader, 2 * len(keyed) + len(keyless))
+    finally:
+        await reader.stop()
+
+    def placed(topic: str, keys: bool) -> dict[int, list[bytes]]:
+        out: dict[int, list[bytes]] = {}
+        for m in got:
+            if m.topic == topic and (m.key is not None) == keys:
+                out.setdefault(m.partition, []).append(m.value)
+        return out
+
+    assert placed(one.name, True) == placed(many.name, True)
+    assert len(placed(one.name, True)) > 1, "keys spread over partitions (so the check can fail)"
+    assert list(placed(many.name, False).values()) == [[b'{"n":%d}' % (300 + i) for i in range(5)]]
 
 
 async def check_offsets_commit_only_with_the_transaction(url: str, prefix: str) -> None:

@@ -4,8 +4,9 @@
         --workload w1 --guarantee exactly_once --events 100000 --app-id grey-1 --state-dir /tmp/grey-1 [--api batch]
 
 w1 sends one enriched record per click and w2 one validated and profiled record (or a dead
-letter) per click (``--api event``: ``async for click in stream``; ``--api batch``:
-``stream.batches(max=--batch-size)``, 1,000 by default); w3 is the case study's windowed
+letter) per click: ``--api event`` with ``async for click in stream`` and ``topic.send``,
+``--api batch`` with ``stream.batches(max=--batch-size)`` (1,000 by default) and
+``topic.send_many``; w3 is the case study's windowed
 aggregation (``update_many`` over batches, RocksDB). Settings: grey's defaults for
 the guarantee, ``commit_interval`` from the command line, ``tune_gc()`` as
 ``grey worker`` applies it.
@@ -98,8 +99,7 @@ def build(args: Any, tally: Tally, done: asyncio.Event) -> grey.App:
             @app.agent(source, name="w1-batch")
             async def w1_batch(stream: grey.Stream) -> None:
                 async for batch in stream.batches(max=size):
-                    for click in batch:
-                        await out.send(enriched(click), key=click.user_id)
+                    await out.send_many([(click.user_id, enriched(click)) for click in batch])
                     count(sum(c.amount for c in batch), len(batch))
     elif args.workload == "w2":
         good = app.topic(args.output, key_type=str, value_type=Profiled, partitions=args.partitions)
@@ -119,12 +119,16 @@ def build(args: Any, tally: Tally, done: asyncio.Event) -> grey.App:
             @app.agent(source, name="w2-batch")
             async def w2_batch(stream: grey.Stream) -> None:
                 async for batch in stream.batches(max=size):
+                    valid, invalid = [], []
                     for click in batch:
                         better = profiled(click, known)
                         if better is None:
-                            await bad.send(click, key=click.user_id)
+                            invalid.append((click.user_id, click))
                         else:
-                            await good.send(better, key=click.user_id)
+                            valid.append((click.user_id, better))
+                    await good.send_many(valid)
+                    if invalid:
+                        await bad.send_many(invalid)
                     count(sum(c.amount for c in batch), len(batch))
     else:
         totals = totals_table(app, "rocksdb://")

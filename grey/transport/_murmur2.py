@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
+
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
 
@@ -31,6 +34,24 @@ def murmur2(data: bytes) -> int:
     return h - (1 << 32) if h & 0x80000000 else h
 
 
+# Keys repeat (users, devices, accounts), and the pure-Python hash costs microseconds per record:
+# the hash of each key seen is kept, up to this many keys, then the memory starts over.
+_HASHES: dict[bytes, int] = {}
+_HASHES_MAX = 100_000
+
+
 def partition_for_key(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for a non-null key."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    h = _HASHES.get(key)
+    if h is None:
+        if len(_HASHES) >= _HASHES_MAX:
+            _HASHES.clear()
+        h = _HASHES[key] = murmur2(key) & 0x7FFFFFFF
+    return h % partitions
+
+
+def default_partitioner(key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]) -> int:
+    """aiokafka's DefaultPartitioner (Kafka's murmur2 placement) with the hashes remembered."""
+    if key is None:
+        return random.choice(available or all_partitions)
+    return all_partitions[partition_for_key(key, len(all_partitions))]

@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, KafkaConnectionError, ProducerFenced
 
+from grey.transport._murmur2 import default_partitioner
 from grey.transport.base import (
     TP,
     AssignCallback,
@@ -181,6 +182,7 @@ class KafkaProducer:
             max_batch_size=settings.batch_size,
             compression_type=settings.compression_type,
             request_timeout_ms=settings.request_timeout_ms,
+            partitioner=default_partitioner,
             **_security(settings),
         )
         self._servers, self._settings = servers, settings

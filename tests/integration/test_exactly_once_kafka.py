@@ -49,8 +49,9 @@ async def test_a_timed_out_transaction_is_given_up_and_redone_once(
     assert "fenced or failed" in caplog.text
 
 
+@pytest.mark.parametrize("send_many", [False, True], ids=["send", "send_many"])
 async def test_an_agent_error_mid_batch_leaves_no_trace_in_kafka_the_table_or_redis(
-    kafka_url: str, redis_url: str, unique: str, tmp_path: Path
+    kafka_url: str, redis_url: str, unique: str, tmp_path: Path, send_many: bool
 ) -> None:
     sink = RedisSink(redis_url, key_pattern=f"{unique}:total:{{user}}", expire=600)
 
@@ -63,4 +64,4 @@ async def test_an_agent_error_mid_batch_leaves_no_trace_in_kafka_the_table_or_re
             await client.aclose()
         return {json.loads(v)["user"]: json.loads(v)["total"] for v in values}
 
-    await poison_mid_batch(kafka_url, unique, tmp_path, sink, in_redis)
+    await poison_mid_batch(kafka_url, unique, tmp_path, sink, in_redis, send_many=send_many)

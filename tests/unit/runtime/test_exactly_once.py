@@ -54,9 +54,10 @@ class DictSink(StagedSink):
         return True
 
 
-def summing_app(unique: str, data_dir: Path, sink: StagedSink, url: str | None = None,
+def summing_app(unique: str, data_dir: Path, sink: StagedSink, url: str | None = None, *, send_many: bool = False,
                 **options: Any) -> tuple[grey.App, grey.Topic, Any]:
-    """Sum amounts per user in a table, forward each click enriched, stage the totals in ``sink``."""
+    """Sum amounts per user in a table, forward each click enriched (with ``send``, or ``send_many``),
+    stage the totals in ``sink``."""
     options.setdefault("commit_interval", 0.05)
     app = grey.App(unique, broker=url or f"memory://{unique}", processing_guarantee="exactly_once",
                    data_dir=str(data_dir), retry_backoff=0.01, **options)
@@ -70,7 +71,10 @@ def summing_app(unique: str, data_dir: Path, sink: StagedSink, url: str | None =
             if click.get("poison"):
                 raise ValueError("poison event (test)")
             totals[click["user"]] += click["amount"]
-            await out.send({**click, "enriched": True}, key=click["user"])
+            if send_many:
+                await out.send_many([(click["user"], {**click, "enriched": True})])
+            else:
+                await out.send({**click, "enriched": True}, key=click["user"])
             yield {"user": click["user"], "total": totals[click["user"]]}
 
     return app, clicks, totals
@@ -138,19 +142,20 @@ async def test_outputs_table_and_sink_commit_with_the_offsets(unique: str, tmp_p
     assert metric("grey_transaction_commit_seconds_count", {"app": unique}) == runtime.transactions.committed
 
 
-async def test_an_agent_error_aborts_its_groups_open_transaction(unique: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("send_many", [False, True], ids=["send", "send_many"])
+async def test_an_agent_error_aborts_its_groups_open_transaction(unique: str, tmp_path: Path, send_many: bool) -> None:
     sink = DictSink()
 
     async def in_sink() -> dict[str, int]:
         return sink.data
 
-    await poison_mid_batch(f"memory://{unique}", unique, tmp_path, sink, in_sink)
+    await poison_mid_batch(f"memory://{unique}", unique, tmp_path, sink, in_sink, send_many=send_many)
 
 
 async def poison_mid_batch(url: str, unique: str, tmp_path: Path, sink: StagedSink,
-                           in_sink: Callable[[], Awaitable[dict[str, int]]]) -> None:
+                           in_sink: Callable[[], Awaitable[dict[str, int]]], *, send_many: bool = False) -> None:
     """An agent fails mid-batch: its group's outputs, changelog records and sink records all vanish."""
-    app, clicks, _ = summing_app(unique, tmp_path, sink, url, commit_interval=60)
+    app, clicks, _ = summing_app(unique, tmp_path, sink, url, send_many=send_many, commit_interval=60)
     async with app.running() as runtime:
         await wait_for(lambda: len(runtime.partitions) == 4 and not runtime.recovering, 60)
         poisoned = (await (await clicks.send({"id": -1, "user": "u0", "amount": 1}, key="u0"))).partition

@@ -11,6 +11,7 @@ CHECKS = [
     contract.check_read_committed_hides_aborted,
     contract.check_commit_inside_revocation,
     contract.check_send_many_returns_the_last_offset,
+    contract.check_topic_send_many_places_records_like_send,
     contract.check_offsets_commit_only_with_the_transaction,
     contract.check_newer_producer_fences_the_older,
 ]
