@@ -44,16 +44,19 @@ integration: venv
 demo: venv
 	GREY_BROKER=$(LOCAL_BROKER) scripts/with-services kafka -- $(BIN)/python examples/clickstream.py --events 200000
 
-bench-quick: venv
+# A smoke run of the side-by-side benchmark (20,000 events, one round, about 2 minutes once the
+# peers are built); results and plots go to .cache/bench-quick/, never asserted on.
+bench-quick: venv peers
 	$(BIN)/pip install -q -e '.[bench]'
-	GREY_BROKER=$(LOCAL_BROKER) scripts/with-services kafka -- $(BIN)/python bench/bench_runtime.py --events 200000 \
-		--out .cache/bench-quick --plot .cache/bench-quick/bench-runtime.png
+	GREY_BROKER=$(LOCAL_BROKER) scripts/with-services kafka -- $(BIN)/python bench/bench_peers.py --quick
 
-bench: venv
+# Everything docs/benchmarks*.md report (a few hours on 2 cores).
+bench: venv peers
 	$(BIN)/pip install -q -e '.[bench]'
 	GREY_BROKER=$(LOCAL_BROKER) scripts/with-services kafka -- $(BIN)/python bench/bench_runtime.py --events 1000000 --repeat 3
 	GREY_BROKER=$(LOCAL_BROKER) scripts/with-services kafka -- $(BIN)/python bench/bench_tables.py --events 1000000 --repeat 3
 	GREY_BROKER=$(LOCAL_BROKER) scripts/with-services kafka -- $(BIN)/python bench/bench_eos.py --events 1000000
+	$(MAKE) bench-peers
 
 # The peers of the side-by-side benchmark: faust-streaming and Quix Streams in their own venv
 # (their pins conflict with grey's), Kafka Streams built with Maven; both under .cache/.
@@ -63,7 +66,9 @@ peers:
 
 bench-peers: venv peers
 	$(BIN)/pip install -q -e '.[bench]'
-	GREY_BROKER=$(LOCAL_BROKER) scripts/with-services kafka -- $(BIN)/python bench/bench_peers.py --events 1000000
+	GREY_BROKER=$(LOCAL_BROKER) scripts/with-services kafka -- $(BIN)/python bench/bench_peers.py --events 500000 --repeat 3
+	GREY_BROKER=$(LOCAL_BROKER) scripts/with-services kafka -- $(BIN)/python bench/bench_peers.py --events 500000 \
+		--repeat 3 --size 1000 --phases throughput
 
 services-up: venv
 	scripts/services up

@@ -169,19 +169,22 @@ def events_for(system: System, args: argparse.Namespace) -> int:
 
 def throughput(args: argparse.Namespace, systems: list[System], scratch: Path, failures: list[str]
                ) -> dict[str, list[dict[str, Any]]]:
-    topic = asyncio.run(prepare_topic(args.broker, args.events, args.size, args.partitions))
-    invalid = {n: expected_invalid(n) for n in {events_for(s, args) for s in systems}}
+    # A system capped at fewer events reads a topic of its own holding just those: the same first events.
+    counts = {events_for(s, args) for s in systems}
+    topics = {n: asyncio.run(prepare_topic(args.broker, n, args.size, args.partitions)) for n in sorted(counts)}
+    invalid = {n: expected_invalid(n) for n in counts}
     wanted = combos(args.workloads, args.guarantees)
     runs: dict[str, list[dict[str, Any]]] = {}
     for round_no in range(1, args.repeat + 1):
-        log(f"[throughput {round_no}/{args.repeat}] {topic}")
+        log(f"[throughput {round_no}/{args.repeat}] {', '.join(topics.values())}")
         for workload in args.workloads.split(","):
             for guarantee in args.guarantees.split(","):
                 for system in systems:
                     if (workload, guarantee) not in system.combos & wanted:
                         continue
                     events = events_for(system, args)
-                    run = start(system, args, topic, workload, guarantee, events, scratch, args.partitions)
+                    run = start(system, args, topics[events], workload, guarantee, events, scratch,
+                                args.partitions)
                     try:
                         result = finish(run)
                         if round_no == 1:
@@ -316,11 +319,13 @@ def main(argv: list[str] | None = None) -> None:
               "systems": [s.name for s in systems], "events_per_system": {s.name: events_for(s, args) for s in systems},
               "latency": {"rate": args.latency_rate, "seconds": args.latency_seconds},
               "sweep_events": args.sweep_events, "peers": peer_versions(), "failures": failures}
-    path, _ = write_report("peers", args, argv, f"bench-clicks-{args.events}-{args.size}-{args.partitions}", params,
-                           {"throughput": summary, "latency": latencies, "sweeps": sweep_points}, runs)
-    if args.size != 500:  # one results file per data set of a day: 500 B keeps the plain name
-        path = path.rename(path.with_name(path.name.replace("-peers", f"-peers-{args.size}b")))
-    charts.plot_all(summary, latencies, sweep_points, args.plots, suffix="" if args.size == 500 else f"-{args.size}b")
+    out, suffix = args.out, "" if args.size == 500 else f"-{args.size}b"  # a day's 500 B results keep the plain name
+    args.out = Path(tempfile.mkdtemp(prefix="bench-peers-report-"))
+    written, _ = write_report("peers", args, argv, f"bench-clicks-{args.events}-{args.size}-{args.partitions}",
+                              params, {"throughput": summary, "latency": latencies, "sweeps": sweep_points}, runs)
+    out.mkdir(parents=True, exist_ok=True)
+    path = Path(shutil.move(written, out / written.name.replace("-peers", f"-peers{suffix}")))
+    charts.plot_all(summary, latencies, sweep_points, args.plots, suffix=suffix)
     log(f"wrote {path}")
 
 

@@ -4,7 +4,8 @@
         --workload w1 --events 100000 --app-id raw-1 --state-dir /tmp/raw-1
 
 w1 and w2, at least once: ``getmany`` → msgspec decode into the same ``Click`` Struct grey uses →
-the transform → ``send`` (lz4, linger 5 ms, acks=all with idempotence: grey's producer settings).
+the transform → ``send`` with grey's producer settings (lz4, linger 5 ms, 512 KiB batches, acks=all
+with idempotence).
 Offsets are committed every 1,000 records, once the deliveries of what was sent before them are
 acknowledged: that runs as a background task with at most one in flight (as grey's committer
 does), so the loop never stops to wait. There is no exactly-once or windowed variant: that would
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_runtime import FETCH_MAX_BYTES, MAX_POLL_RECORDS, Click
 
+from grey.transport import ClientSettings
 from peers.contract import INVALID_SUFFIX, Tally, create_topics, output_topics, parse_args, report, wait_committed
 from peers.grey_bench import enriched, profiled, w2_profiles
 
@@ -38,8 +40,10 @@ async def main() -> None:
     consumer = AIOKafkaConsumer(args.input, bootstrap_servers=args.broker, group_id=args.app_id,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
                                 max_poll_records=MAX_POLL_RECORDS, fetch_max_bytes=FETCH_MAX_BYTES)
+    grey_producer = ClientSettings(group_id=args.app_id)
     producer = AIOKafkaProducer(bootstrap_servers=args.broker, acks="all", enable_idempotence=True,
-                                linger_ms=5, compression_type="lz4")
+                                linger_ms=grey_producer.linger_ms, max_batch_size=grey_producer.batch_size,
+                                compression_type=grey_producer.compression_type)
     decode, encode = msgspec.json.Decoder(Click).decode, msgspec.json.Encoder().encode
     known = w2_profiles()
     output, invalid = args.output, args.output + INVALID_SUFFIX
