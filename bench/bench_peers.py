@@ -13,7 +13,7 @@ A system whose program or environment is missing is skipped with a note.
 Phases: ``throughput`` (each workload and guarantee on the pre-produced topic; the results of
 w1 and w2 are counted as a read_committed consumer sees them in the first round), ``latency``
 (w1 and w2 fed at a steady rate, see bench/peers/latency.py) and ``sweeps`` (grey-batch's batch
-size and the partition count). CPU seconds and peak RSS come from ``wait4`` on each program.
+size and the partition count). CPU seconds come from ``wait4`` on each program, peak RSS from its VmHWM.
 Results: ``<out>/<date>-peers.json``; the table and plots: bench/peers/charts.py.
 """
 
@@ -86,7 +86,7 @@ class Run:
     guarantee: str
     events: int
     run_id: str
-    proc: subprocess.Popen[str]
+    proc: subprocess.Popen[bytes]
     started: float
     log_path: Path
 
@@ -104,16 +104,34 @@ def start(system: System, args: argparse.Namespace, topic: str, workload: str, g
                "--commit-interval", str(args.commit_interval), "--partitions", str(partitions),
                "--timeout", str(args.timeout)]
     log_path = scratch / f"{run_id}.log"
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log_path.open("wb"), cwd=ROOT, text=True)
+    proc = subprocess.Popen(command, stdout=(scratch / f"{run_id}.out").open("wb"), stderr=log_path.open("wb"),
+                            cwd=ROOT)
     return Run(system, workload, guarantee, events, run_id, proc, time.perf_counter(), log_path)
+
+
+def peak_rss_kb(pid: int) -> int:
+    """The process's own high-water RSS (VmHWM). Not wait4's ru_maxrss: a child started by fork/vfork and
+    exec keeps the parent's RSS at exec time as its floor, so every small peer would show the driver's size."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def finish(run: Run) -> dict[str, Any]:
     """Wait for the program: its JSON line plus CPU seconds and peak RSS; checks count and checksum."""
-    assert run.proc.stdout is not None
-    out = run.proc.stdout.read()
-    _, status, usage = os.wait4(run.proc.pid, 0)
+    peak = 0
+    while True:
+        pid, status, usage = os.wait4(run.proc.pid, os.WNOHANG)
+        if pid:
+            break
+        peak = max(peak, peak_rss_kb(run.proc.pid))
+        time.sleep(0.2)
     run.proc.returncode = os.waitstatus_to_exitcode(status)
+    out = run.log_path.with_suffix(".out").read_text(errors="replace")
     lines = [line for line in out.splitlines() if line.startswith("{")]
     what = f"{run.system.name} {run.workload} {run.guarantee}"
     if run.proc.returncode != 0 or not lines:
@@ -121,7 +139,7 @@ def finish(run: Run) -> dict[str, Any]:
         raise RuntimeError(f"{what} exited {run.proc.returncode}:\n{tail}")
     result: dict[str, Any] = json.loads(lines[-1])
     result["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
-    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+    result["peak_rss_mb"] = round(peak / 1024, 1)
     result["wall_s"] = round(time.perf_counter() - run.started, 1)
     expected = expected_total(run.events)
     if result["events"] != run.events or abs(result["checksum"] - expected) > 1e-6 * max(1.0, expected):
