@@ -14,7 +14,9 @@ Phases: ``throughput`` (each workload and guarantee on the pre-produced topic; t
 w1 and w2 are counted as a read_committed consumer sees them in the first round), ``latency``
 (w1 and w2 fed at a steady rate, see bench/peers/latency.py) and ``sweeps`` (grey-batch's batch
 size and the partition count). CPU seconds come from ``wait4`` on each program, peak RSS from its VmHWM.
-Results: ``<out>/<date>-peers.json``; the table and plots: bench/peers/charts.py.
+Results: ``<out>/<date>-peers.json`` (``-peers-1000b.json`` for --size 1000); the table and
+plots: bench/peers/charts.py. With nothing listening on a local --broker, the driver starts the
+project's Kafka (scripts/with-services kafka) and stops it at the end.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -310,8 +313,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def ensure_local_broker(broker: str, argv: list[str]) -> None:
+    """With no broker listening on a local address, run again under scripts/with-services kafka,
+    which starts the project's Kafka there and stops it afterwards."""
+    host, _, port = broker.removeprefix("kafka://").partition(":")
+    if host not in ("127.0.0.1", "localhost") or os.environ.get("GREY_BENCH_STARTED_KAFKA"):
+        return
+    try:
+        socket.create_connection((host, int(port or 9092)), timeout=2).close()
+        return
+    except OSError:
+        pass
+    log(f"no broker on {host}:{port or 9092}: starting the local Kafka (scripts/with-services kafka)")
+    env = {**os.environ, "GREY_BENCH_STARTED_KAFKA": "1", "GREY_KAFKA_PORT": port or "9092"}
+    script = ROOT / "scripts" / "with-services"
+    os.execve(script, [str(script), "kafka", "--", sys.executable, str(Path(__file__).resolve()), *argv], env)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    ensure_local_broker(args.broker, sys.argv[1:] if argv is None else argv)
     wanted = {n.strip() for n in args.only.split(",")}
     systems = [s for s in SYSTEMS if s.name in wanted and available(s)]
     phases = args.phases.split(",")
@@ -345,6 +366,8 @@ def main(argv: list[str] | None = None) -> None:
     path = Path(shutil.move(written, out / written.name.replace("-peers", f"-peers{suffix}")))
     charts.plot_all(summary, latencies, sweep_points, args.plots, suffix=suffix)
     log(f"wrote {path}")
+    if failures:  # the results are written; the exit status still says a check failed
+        sys.exit(f"{len(failures)} run(s) failed")
 
 
 def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:

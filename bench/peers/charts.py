@@ -1,7 +1,14 @@
-"""The side-by-side benchmark's Markdown table and plots (from bench_peers.py's summary)."""
+"""The side-by-side benchmark's Markdown table and plots (from bench_peers.py's summary).
+
+    .venv/bin/python bench/peers/charts.py bench/results/2026-12-05-peers.json [--plots docs/img]
+
+prints the table of a results file again and, with --plots, draws its plots there.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +25,9 @@ def _keys(summary: dict[str, Any]) -> list[tuple[str, str]]:
 
 def markdown(summary: dict[str, dict[str, Any]], latencies: dict[str, dict[str, Any]]) -> str:
     """One row per workload, guarantee and system: events/s, its ratio to raw aiokafka and grey's to it."""
-    lines = ["| workload | guarantee | system | events/s | rounds | vs raw aiokafka | grey-batch ÷ system "
-             "| CPU µs/event | RSS MB | latency p50 / p99 ms |",
-             "|---|---|---|---:|---|---:|---:|---:|---:|---:|"]
+    lines = ["| workload | guarantee | system | events/s to the last commit | rounds | processed/s "
+             "| vs raw aiokafka | grey-batch ÷ system | CPU µs/event | RSS MB | latency p50 / p99 ms |",
+             "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for workload, guarantee in _keys(summary):
         raw = summary.get(f"{workload}/at_least_once/raw-aiokafka")
         grey = summary.get(f"{workload}/{guarantee}/{GREY}")
@@ -37,8 +44,23 @@ def markdown(summary: dict[str, dict[str, Any]], latencies: dict[str, dict[str, 
             rounds = ", ".join(f"{r / 1000:.0f}k" for r in row["rounds"])
             most = max(r["events"] for r in summary.values())
             events = "" if row["events"] == most else f" ({row['events'] // 1000}k events)"
-            lines.append(f"| {workload} | {guarantee} | {name}{events} | {rate:,.0f} | {rounds} | {vs_raw} | {vs_grey} "
+            lines.append(f"| {workload} | {guarantee} | {name}{events} | {rate:,.0f} | {rounds} "
+                         f"| {row['processed_events_per_s']:,.0f} | {vs_raw} | {vs_grey} "
                          f"| {row['cpu_us_per_event']:.1f} | {row['peak_rss_mb']:.0f} | {lat_text} |")
+    return "\n".join(lines)
+
+
+def sweep_table(points: list[dict[str, Any]]) -> str:
+    """grey-batch's sweeps: events/s to the last commit for each point, w1 at-least-once and w3 exactly-once."""
+    lines = ["| sweep | batch size | partitions | w1 at_least_once events/s | w3 exactly_once events/s |",
+             "|---|---:|---:|---:|---:|"]
+    rows: dict[tuple[str, int, int], dict[str, float]] = {}
+    for p in points:
+        rows.setdefault((p["sweep"], p["batch_size"], p["partitions"]), {})[p["workload"]] = p["events_per_s"]
+    for (sweep, batch, partitions), rates in rows.items():
+        w1, w3 = rates.get("w1"), rates.get("w3")
+        lines.append(f"| {sweep} | {batch:,} | {partitions} | {f'{w1:,.0f}' if w1 else ''} "
+                     f"| {f'{w3:,.0f}' if w3 else ''} |")
     return "\n".join(lines)
 
 
@@ -131,3 +153,24 @@ def _sweeps(points: list[dict[str, Any]], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--plots", type=Path)
+    parser.add_argument("--suffix", default="")
+    args = parser.parse_args()
+    report = json.loads(args.results.read_text())
+    summary = report["summary"]
+    print(markdown(summary["throughput"], summary["latency"]))
+    if summary["sweeps"]:
+        print()
+        print(sweep_table(summary["sweeps"]))
+    if args.plots:
+        for path in plot_all(summary["throughput"], summary["latency"], summary["sweeps"], args.plots, args.suffix):
+            print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
