@@ -80,8 +80,7 @@ class Checkpoint:
         for name, members in groups.items():
             if not any(s.tp in offsets for s in members):
                 continue
-            position = marker_position(
-                offsets.get(s.tp, s.committed if s.committed is not None else 0) for s in members)
+            position = marker_position(members, offsets)
             for sink in self.sinks:
                 if name in sink.staged_groups():
                     await sink.flush(SinkMarker(name, position))

@@ -289,8 +289,7 @@ class Transactions:
             sent, group.sent = list(group.sent.items()), {}
             await producer.flush()  # a failed send fails the checkpoint here, before any sink writes
             if staged:
-                position = marker_position(
-                    offsets.get(s.tp, s.committed if s.committed is not None else 0) for s in states)
+                position = marker_position(states, offsets)
                 marker = SinkMarker(group.name, position)
                 for sink in staged:
                     applied = await sink.flush(marker)

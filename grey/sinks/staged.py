@@ -15,11 +15,12 @@ event's partition group.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from grey.agents.stream import current_stream
+from grey.transport.base import TP
 
 Delivery = Literal["exactly_once", "at_least_once"]
 
@@ -36,9 +37,17 @@ class SinkMarker:
     offset: int
 
 
-def marker_position(next_offsets: Iterable[int]) -> int:
-    """A group's marker position from its partitions' next offsets: the last offset, with one topic."""
-    return sum(next_offsets) - 1
+class Committing(Protocol):
+    """A partition of a group at a checkpoint (grey.runtime.partitions.PartitionState)."""
+
+    tp: TP
+    committed: int | None
+
+
+def marker_position(partitions: Iterable[Committing], offsets: Mapping[TP, int]) -> int:
+    """A group's marker position once ``offsets`` commit: the sum of its partitions' next offsets (the
+    one committing now, else the last committed, else 0) less one; with one topic, the last offset."""
+    return sum(offsets.get(p.tp, p.committed if p.committed is not None else 0) for p in partitions) - 1
 
 
 class StagedSink:
