@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -50,24 +49,23 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from bench_runtime import (  # the runtime benchmark's data set and reporting
-    EVENT_TYPES,
     FETCH_MAX_BYTES,
     PAGES,
     ROOT,
-    USERS,
     Click,
     Tally,
     _admin,
-    amount_for,
     delete_topics,
     expected_total,
     log,
+    peak_rss_kb,
     prepare_topic,
+    produce_at_rate,
     write_report,
 )
-from bench_tables import Result, TablesJob, peak_rss_kb, summarize, totals_table
+from bench_tables import Result, TablesJob, summarize, totals_table
 
 import grey
 from grey.runtime.runtime import Runtime
@@ -287,29 +285,6 @@ async def read_output(broker: str, topic: str, partitions: int, n: int, timeout:
     finally:
         await consumer.stop()
     return count, total
-
-
-async def produce_at_rate(broker: str, topic: str, n: int, rate: float, size: int) -> None:
-    """n click events at ``rate`` per second, each with the wall-clock time it is sent as its timestamp."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker), linger_ms=5, compression_type=None)
-    encode, rng = msgspec.json.Encoder().encode, random.Random(42)
-    widest = Click("u9999", "purchase", 9999.75, 499.999, time.time(), "/account/settings", "")
-    pad = "x" * max(0, size - len(encode(widest)))
-    await producer.start()
-    try:
-        sent, start = 0, time.perf_counter()
-        while sent < n:
-            due = min(n, int((time.perf_counter() - start) * rate) + 1)
-            for i in range(sent, due):
-                user = f"u{rng.randrange(USERS)}"
-                click = Click(user, rng.choice(EVENT_TYPES), amount_for(i), round(rng.uniform(1, 500), 3),
-                              time.time(), rng.choice(PAGES), pad)
-                await producer.send(topic, encode(click), key=user.encode())
-            sent = due
-            await asyncio.sleep(0.001)
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 def command(job: EosJob) -> list[str]:

@@ -38,7 +38,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_runtime import ROOT, click_events, delete_topics, expected_total, log, prepare_topic, write_report
+from bench_runtime import (
+    ROOT,
+    click_events,
+    delete_topics,
+    expected_total,
+    log,
+    peak_rss_kb,
+    prepare_topic,
+    topic_partitions,
+    write_report,
+)
 from peers import charts, latency
 from peers.contract import INVALID_SUFFIX, create_topics
 from peers.count_topic import count
@@ -77,7 +87,7 @@ SYSTEMS = [
 
 def expected_invalid(n: int) -> int:
     """w2's dead letters among the first n events: clicks of users u<i> with i % 100 == 99."""
-    return sum(int(e["user_id"][1:]) % 100 == 99 for e in click_events(n, 0.0))
+    return sum(int(e["user_id"][1:]) % 100 == 99 for e in click_events(n))
 
 
 @dataclass
@@ -110,18 +120,6 @@ def start(system: System, args: argparse.Namespace, topic: str, workload: str, g
     proc = subprocess.Popen(command, stdout=(scratch / f"{run_id}.out").open("wb"), stderr=log_path.open("wb"),
                             cwd=ROOT)
     return Run(system, workload, guarantee, events, run_id, proc, time.perf_counter(), log_path)
-
-
-def peak_rss_kb(pid: int) -> int:
-    """The process's own high-water RSS (VmHWM). Not wait4's ru_maxrss: a child started by fork/vfork and
-    exec keeps the parent's RSS at exec time as its floor, so every small peer would show the driver's size."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def finish(run: Run) -> dict[str, Any]:
@@ -171,8 +169,6 @@ async def check_outputs(broker: str, run: Run, invalid: int) -> dict[str, int]:
 
 async def drop_run_topics(broker: str, run_id: str) -> None:
     """Delete every topic the run made (outputs, changelogs, repartition topics): they all carry its id."""
-    from bench_runtime import topic_partitions
-
     await delete_topics(broker, [t for t in await topic_partitions(broker) if run_id in t])
 
 
@@ -246,6 +242,7 @@ def latency_runs(args: argparse.Namespace, systems: list[System], scratch: Path,
                     finish(run)
                 except (RuntimeError, TimeoutError) as exc:
                     run.proc.kill()
+                    run.proc.wait()
                     failures.append(f"latency: {str(exc).splitlines()[0]}")
                     log(f"  FAILED {exc}")
                     continue

@@ -20,7 +20,6 @@ import os
 import platform
 import random
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from peers.contract import EVENT_TYPES, USERS
 
 import grey
 from grey.transport import Admin, ClientSettings, TopicError, TopicSpec, open_transport
@@ -42,8 +42,6 @@ from grey.worker import tune_gc
 
 ROOT = Path(__file__).resolve().parents[1]
 PLOT = ROOT / "docs" / "img" / "bench-runtime.png"
-USERS = 10_000
-EVENT_TYPES = ("click", "view", "purchase", "scroll", "hover")
 PAGES = ("/", "/home", "/search", "/cart", "/checkout", "/product/42", "/account/settings", "/help/faq")
 FETCH_MAX_BYTES = 52_428_800  # grey's ClientSettings defaults, so every consumer fetches alike
 MAX_POLL_RECORDS = 500
@@ -136,24 +134,28 @@ async def delete_topics(broker: str, topics: list[str]) -> None:
         await asyncio.sleep(0.5)
 
 
-def click_events(n: int, now: float) -> Iterator[dict[str, Any]]:
-    """The data set: n click events (without their pad), the same sequence on every call."""
+def click_events(n: int, timestamp: Callable[[int, random.Random], float] = lambda i, _: i / 1000
+                 ) -> Iterator[dict[str, Any]]:
+    """The data set: n click events (without their pad), the same sequence on every call.
+    ``timestamp(i, rng)`` gives event i's time; it may draw from ``rng`` (it is called in between)."""
     rng = random.Random(42)
     for i in range(n):
         yield {"user_id": f"u{rng.randrange(USERS)}", "event_type": rng.choice(EVENT_TYPES),
-               "amount": amount_for(i), "latency": round(rng.uniform(1, 500), 3), "timestamp": now + i / 1000,
+               "amount": amount_for(i), "latency": round(rng.uniform(1, 500), 3), "timestamp": timestamp(i, rng),
                "page": rng.choice(PAGES), "pad": ""}
 
 
-async def produce(servers: list[str], topic: str, n: int, size: int) -> None:
-    """n JSON click events of ~size bytes, keyed by user id; no compression (the pad would vanish in lz4)."""
+async def produce(servers: list[str], topic: str, n: int, size: int,
+                  timestamp: Callable[[int, random.Random], float] | None = None) -> None:
+    """n JSON click events of ~size bytes, keyed by user id; no compression (the pad would vanish in lz4).
+    Event times are now + i ms unless ``timestamp`` says otherwise (see click_events)."""
     producer = AIOKafkaProducer(bootstrap_servers=servers, linger_ms=20, max_batch_size=256 * 1024,
                                 compression_type=None)
     encode = msgspec.json.Encoder().encode
-    start = time.perf_counter()
+    start, now = time.perf_counter(), time.time()
     await producer.start()
     try:
-        for i, event in enumerate(click_events(n, time.time())):
+        for i, event in enumerate(click_events(n, timestamp or (lambda i, _: now + i / 1000))):
             event["pad"] = "x" * max(0, size - len(encode(event)))
             await producer.send(topic, encode(event), key=event["user_id"].encode())  # not awaited
             if i and not i % 100_000:
@@ -162,6 +164,38 @@ async def produce(servers: list[str], topic: str, n: int, size: int) -> None:
     finally:
         await producer.stop()
     log(f"produced {n:,} events to {topic} in {time.perf_counter() - start:.1f}s")
+
+
+async def produce_at_rate(broker: str, topic: str, n: int, rate: float, size: int) -> None:
+    """n click events at ``rate`` per second (no linger, no compression), each with the wall-clock
+    time it is sent as its ``timestamp``: what the latency measurements feed their systems."""
+    encode = msgspec.json.Encoder().encode
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker), linger_ms=0, compression_type=None)
+    await producer.start()
+    try:
+        start = time.monotonic()
+        for i, event in enumerate(click_events(n)):
+            ahead = start + i / rate - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+            event["timestamp"] = time.time()
+            event["pad"] = "x" * max(0, size - len(encode(event)))
+            await producer.send(topic, encode(event), key=event["user_id"].encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def peak_rss_kb(pid: int | str = "self") -> int:
+    """A process's own high-water RSS (VmHWM), 0 if it is gone. Not ``ru_maxrss``: a process started by
+    fork/vfork and exec keeps its parent's RSS at exec time as a floor there."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 # -- the systems ---------------------------------------------------------------------------------
@@ -344,7 +378,7 @@ def run_one(name: str, job: Job, profile: str | None) -> dict[str, Any]:
     seconds = tally.last - tally.first
     return {"system": name, "events": tally.count, "seconds": round(seconds, 4),
             "events_per_s": round(tally.count / seconds, 1), "cpu_s": round(tally.cpu_last - tally.cpu_first, 3),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mb": round(peak_rss_kb() / 1024, 1),
             "stop_hung": tally.stop_hung}
 
 
@@ -392,7 +426,7 @@ def write_report(kind: str, args: argparse.Namespace, argv: list[str] | None, to
     report = {"date": dt.date.today().isoformat(), "command": command.strip(), "machine": facts,
               "params": {"events": args.events, "partitions": args.partitions, "size": args.size,
                          "repeat": args.repeat, "topic": topic, **params,
-                         "rss": "resource.getrusage ru_maxrss of each system's own subprocess"},
+                         "rss": "VmHWM of each system's own process"},
               "summary": summary, "runs": runs}
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{report['date']}-{kind}.json"

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,26 +31,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgspec
-from aiokafka import AIOKafkaProducer
 from bench_runtime import (  # the runtime benchmark's data, baseline loop and reporting
     CHECKPOINT,
-    EVENT_TYPES,
-    PAGES,
     ROOT,
-    USERS,
     Click,
     Job,
     Tally,
-    amount_for,
     delete_topics,
     expected_total,
     fill_topic,
     log,
+    peak_rss_kb,
     record_count,
     run_raw_aiokafka,
     write_report,
 )
+from bench_runtime import produce as produce_runtime
 
 import grey
 from grey.tables import Avg, Count, Sum, Table, WindowedTable, recover_partition
@@ -80,23 +74,8 @@ async def prepare_topic(broker: str, n: int, size: int, partitions: int) -> str:
 
 async def produce(broker: str, topic: str, n: int, size: int) -> None:
     """bench_runtime's events (same amounts, so the same checksum), with event times T0 .. T0 + SPAN."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker), linger_ms=20,
-                                max_batch_size=256 * 1024, compression_type=None)
-    rng, encode, start = random.Random(42), msgspec.json.Encoder().encode, time.perf_counter()
-    await producer.start()
-    try:
-        for i in range(n):
-            user = f"u{rng.randrange(USERS)}"
-            event = {"user_id": user, "event_type": rng.choice(EVENT_TYPES), "amount": amount_for(i),
-                     "latency": round(rng.uniform(1, 500), 3),
-                     "timestamp": round(T0 + SPAN * i / n - rng.uniform(0, JITTER), 3),
-                     "page": rng.choice(PAGES), "pad": ""}
-            event["pad"] = "x" * max(0, size - len(encode(event)))
-            await producer.send(topic, encode(event), key=user.encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
-    log(f"produced {n:,} events to {topic} in {time.perf_counter() - start:.1f}s")
+    await produce_runtime(bootstrap_servers(broker), topic, n, size,
+                          timestamp=lambda i, rng: round(T0 + SPAN * i / n - rng.uniform(0, JITTER), 3))
 
 
 # -- the systems ---------------------------------------------------------------------------------
@@ -118,10 +97,6 @@ def measures(tally: Tally, peak_rss_kb: int) -> Result:
     seconds = tally.last - tally.first
     return {"events": tally.count, "seconds": round(seconds, 4), "events_per_s": round(tally.count / seconds, 1),
             "cpu_s": round(tally.cpu_last - tally.cpu_first, 3), "peak_rss_mb": round(peak_rss_kb / 1024, 1)}
-
-
-def peak_rss_kb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 async def run_raw(job: TablesJob) -> Result:

@@ -36,8 +36,8 @@ from typing import Any
 
 WORKLOADS = ("w1", "w2", "w3")
 INVALID_SUFFIX = "-invalid"
-USERS = 10_000  # bench_runtime's user ids: u0 .. u9999
-EVENT_TYPES = frozenset({"click", "view", "purchase", "scroll", "hover"})
+USERS = 10_000  # the data set's user ids (bench_runtime.click_events): u0 .. u9999
+EVENT_TYPES = ("click", "view", "purchase", "scroll", "hover")  # in the order the data set draws from
 SEGMENTS = ("new", "casual", "regular", "vip")
 COUNTRIES = ("de", "fr", "us", "gb", "jp", "br", "in", "ng")
 GUARANTEES = ("at_least_once", "exactly_once")

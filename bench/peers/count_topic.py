@@ -2,7 +2,10 @@
 
     .cache/peers-venv/bin/python bench/peers/count_topic.py --broker 127.0.0.1:9092 TOPIC
 
-Prints the count of records (aborted transactional records and control markers are not counted).
+Prints the count of records (aborted transactional records and control markers are not counted)
+and how many offsets the topic spans: a topic written only in committed transactions spans more
+offsets than it has records (one commit marker per transaction and partition), a topic written
+without transactions exactly as many.
 """
 
 from __future__ import annotations
@@ -14,13 +17,17 @@ import time
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 
+async def partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    # the consumer has no public call that fetches one topic's partitions; its client has
+    return [TopicPartition(topic, p) for p in sorted(await consumer._client._wait_on_metadata(topic))]
+
+
 async def count(broker: str, topic: str, idle: float) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=broker, isolation_level="read_committed",
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        # the consumer has no public call that fetches one topic's partitions; its client has
-        parts = [TopicPartition(topic, p) for p in sorted(await consumer._client._wait_on_metadata(topic))]
+        parts = await partitions(consumer, topic)
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         ends = await consumer.end_offsets(parts)  # the last stable offsets under read_committed
@@ -43,13 +50,25 @@ async def count(broker: str, topic: str, idle: float) -> int:
         await consumer.stop()
 
 
+async def span(broker: str, topic: str) -> int:
+    """The sum of the partitions' end offsets (read_uncommitted: markers and aborted records included)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = await partitions(consumer, topic)
+        return sum((await consumer.end_offsets(parts)).values())
+    finally:
+        await consumer.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--broker", default="127.0.0.1:9092")
     parser.add_argument("--idle", type=float, default=5.0, help="give up after this long without records")
     parser.add_argument("topic")
     args = parser.parse_args()
-    print(asyncio.run(count(args.broker, args.topic, args.idle)))
+    records = asyncio.run(count(args.broker, args.topic, args.idle))
+    print(f"{records} records in {asyncio.run(span(args.broker, args.topic))} offsets")
 
 
 if __name__ == "__main__":

@@ -27,14 +27,12 @@ from bench_tables import totals_table
 import grey
 from grey.worker import tune_gc
 from peers.contract import (
-    COUNTRIES,
     EVENT_TYPES,
     INVALID_SUFFIX,
-    SEGMENTS,
-    USERS,
     Tally,
     log,
     parse_args,
+    profiles,
     report,
     wait_committed,
 )
@@ -63,7 +61,7 @@ class Profiled(Click):
 
 def w2_profiles() -> dict[str, tuple[str, str]]:
     """contract.profiles() as (segment, country) pairs."""
-    return {f"u{i}": (SEGMENTS[i % 4], COUNTRIES[i % 8]) for i in range(USERS) if i % 100 != 99}
+    return {user: (p["segment"], p["country"]) for user, p in profiles().items()}
 
 
 def profiled(c: Click, known: dict[str, tuple[str, str]]) -> Profiled | None:

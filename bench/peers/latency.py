@@ -17,9 +17,9 @@ import time
 from typing import Any
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from bench_runtime import click_events, log
+from bench_runtime import log, produce_at_rate
 
 SETTLE_S = 2.0
 
@@ -40,25 +40,6 @@ async def wait_stable(broker: str, group: str, timeout: float) -> float:
     finally:
         await admin.close()
     raise TimeoutError(f"consumer group {group} did not become Stable within {timeout:.0f}s")
-
-
-async def produce_paced(broker: str, topic: str, n: int, rate: float, size: int) -> None:
-    """n events at ``rate``/s, each stamped with its send time; the amounts are bench_runtime's."""
-    encode = msgspec.json.Encoder().encode
-    producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=0, compression_type=None, acks="all")
-    await producer.start()
-    try:
-        start = time.monotonic()
-        for i, event in enumerate(click_events(n, 0.0)):
-            ahead = start + i / rate - time.monotonic()
-            if ahead > 0:
-                await asyncio.sleep(ahead)
-            event["timestamp"] = time.time()
-            event["pad"] = "x" * max(0, size - len(encode(event)))
-            await producer.send(topic, encode(event), key=event["user_id"].encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 async def collect(broker: str, topic: str, partitions: int, expected: int, timeout: float,
@@ -100,7 +81,7 @@ async def probe(broker: str, group: str, source: str, output: str, partitions: i
     ready = asyncio.Event()
     collecting = asyncio.ensure_future(collect(broker, output, partitions, expected, timeout, ready))
     await ready.wait()
-    await produce_paced(broker, source, n, rate, size)
+    await produce_at_rate(broker, source, n, rate, size)
     latencies = await collecting
     if len(latencies) < expected:
         log(f"    only {len(latencies):,} of {expected:,} results became visible within {timeout:.0f}s")
