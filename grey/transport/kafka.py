@@ -7,7 +7,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -204,11 +204,13 @@ class KafkaProducer:
         headers: Headers | None = None,
         timestamp_ms: int | None = None,
     ) -> Awaitable[RecordMetadata]:
-        with _fencing(self._client):
+        try:  # per record: a plain try costs nothing until it raises, unlike entering _fencing
             fut: asyncio.Future[RecordMetadata] = await self._client.send(
                 topic, value, key=key, partition=partition,
                 headers=list(headers) if headers else None, timestamp_ms=timestamp_ms,
             )
+        except _FENCE_SIGNS as exc:
+            _raise_as_fenced(self._client, exc)
         if self._transactional:  # a failure also fails the commit; nobody needs to await this one
             fut.add_done_callback(_retrieve)
         return fut
@@ -259,24 +261,32 @@ class KafkaProducer:
             await self._client.abort_transaction()
 
 
-@contextlib.contextmanager
-def _fencing(client: AIOKafkaProducer | None = None) -> Iterator[None]:
-    """aiokafka's fencing errors (a newer epoch, or a transaction the coordinator timed out) as one type.
+_FENCE_SIGNS = (ProducerFenced, InvalidProducerEpoch, IllegalOperation, AssertionError)
+
+
+def _raise_as_fenced(client: AIOKafkaProducer | None, exc: BaseException) -> NoReturn:
+    """Raise one of _FENCE_SIGNS as grey's ProducerFencedError when it means fenced, else as it is.
 
     A fence noticed by aiokafka's background sender leaves the producer in a
     fatal state, and the next call fails with an unrelated-looking error; that
     counts as fenced too.
     """
+    if isinstance(exc, ProducerFenced | InvalidProducerEpoch):
+        raise ProducerFencedError(f"{type(exc).__name__}: {exc}") from exc
+    txn = getattr(client, "_txn_manager", None)
+    if txn is not None and txn.is_fatal_error():
+        raise ProducerFencedError(f"the transactional producer failed for good ({exc}); it was fenced by "
+                                  "a newer producer, or the coordinator timed its transaction out") from exc
+    raise exc
+
+
+@contextlib.contextmanager
+def _fencing(client: AIOKafkaProducer | None = None) -> Iterator[None]:
+    """aiokafka's fencing errors (a newer epoch, or a transaction the coordinator timed out) as one type."""
     try:
         yield
-    except (ProducerFenced, InvalidProducerEpoch) as exc:
-        raise ProducerFencedError(f"{type(exc).__name__}: {exc}") from exc
-    except (IllegalOperation, AssertionError) as exc:
-        txn = getattr(client, "_txn_manager", None)
-        if txn is not None and txn.is_fatal_error():
-            raise ProducerFencedError(f"the transactional producer failed for good ({exc}); it was fenced by "
-                                      "a newer producer, or the coordinator timed its transaction out") from exc
-        raise
+    except _FENCE_SIGNS as exc:
+        _raise_as_fenced(client, exc)
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
